@@ -1,0 +1,253 @@
+//! Response bodies: small in-memory ones, and file streams.
+//!
+//! A file stream reads one bounded chunk at a time on the blocking pool and
+//! only reads the next when hyper asks for it, i.e. when the client has taken
+//! the previous one: memory per stream is one chunk, and a slow client slows
+//! the reads down instead of growing a buffer.
+
+use bytes::Bytes;
+use futures_util::stream;
+use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
+use hyper::body::Frame;
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// The body type of every response.
+pub type Body = BoxBody<Bytes, io::Error>;
+
+/// A body held in memory.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// An empty body.
+pub fn empty() -> Body {
+    full(Bytes::new())
+}
+
+/// One piece of a file response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Part {
+    /// Literal bytes (multipart boundaries and part headers).
+    Literal(Bytes),
+    /// `len` bytes of the file starting at `start`.
+    File { start: u64, len: u64 },
+}
+
+impl Part {
+    /// Number of bytes this part contributes to the body.
+    pub fn len(&self) -> u64 {
+        match self {
+            Part::Literal(b) => b.len() as u64,
+            Part::File { len, .. } => *len,
+        }
+    }
+}
+
+/// How a file stream is paced.
+#[derive(Debug, Clone, Copy)]
+pub struct Pacing {
+    /// Largest read, and so the most memory one stream holds.
+    pub chunk_size: usize,
+    /// Bytes per second this stream may send; 0 means unlimited.
+    pub bytes_per_sec: u64,
+}
+
+struct State<G> {
+    file: Option<File>,
+    parts: VecDeque<Part>,
+    /// Where the file cursor is, to skip a seek for contiguous reads.
+    cursor: Option<u64>,
+    pacing: Pacing,
+    started: Instant,
+    sent: u64,
+    /// Dropped with the stream: ends the stream's accounting however it ends.
+    guard: G,
+}
+
+/// Something told about every chunk a stream sends; dropped when the stream ends.
+pub trait StreamGuard: Send + Sync + 'static {
+    /// Called with the size of each chunk as it is handed to the connection.
+    fn sent(&self, bytes: u64);
+}
+
+/// Streams `parts` of `file`, paced by `pacing`, reporting to `guard`.
+pub fn file_stream<G: StreamGuard>(file: File, parts: Vec<Part>, pacing: Pacing, guard: G) -> Body {
+    let state = State {
+        file: Some(file),
+        parts: parts.into(),
+        cursor: None,
+        pacing,
+        started: Instant::now(),
+        sent: 0,
+        guard,
+    };
+    let s = stream::unfold(state, |mut st| async move {
+        match next_chunk(&mut st).await {
+            Ok(Some(bytes)) => Some((Ok(Frame::data(bytes)), st)),
+            Ok(None) => None,
+            Err(e) => {
+                // End the stream after the error: hyper aborts the connection,
+                // which is the only honest signal once headers are out.
+                st.parts.clear();
+                Some((Err(e), st))
+            }
+        }
+    });
+    BodyExt::boxed(StreamBody::new(s))
+}
+
+async fn next_chunk<G: StreamGuard>(st: &mut State<G>) -> io::Result<Option<Bytes>> {
+    if st.pacing.bytes_per_sec > 0 && st.sent > 0 {
+        let due = Duration::from_secs_f64(st.sent as f64 / st.pacing.bytes_per_sec as f64);
+        tokio::time::sleep_until(st.started + due).await;
+    }
+    let bytes = loop {
+        let Some(part) = st.parts.front_mut() else {
+            return Ok(None);
+        };
+        match part {
+            Part::Literal(b) => {
+                let b = std::mem::take(b);
+                st.parts.pop_front();
+                if !b.is_empty() {
+                    break b;
+                }
+            }
+            Part::File { len: 0, .. } => {
+                st.parts.pop_front();
+            }
+            Part::File { start, len } => {
+                let mut want = (*len).min(st.pacing.chunk_size as u64);
+                if st.pacing.bytes_per_sec > 0 {
+                    // Small reads keep a throttled stream smooth.
+                    want = want.min(st.pacing.bytes_per_sec.div_ceil(10).max(1));
+                }
+                let bytes = read_at(&mut st.file, &mut st.cursor, *start, want).await?;
+                *start += bytes.len() as u64;
+                *len -= bytes.len() as u64;
+                break bytes;
+            }
+        }
+    };
+    st.sent += bytes.len() as u64;
+    st.guard.sent(bytes.len() as u64);
+    Ok(Some(bytes))
+}
+
+/// Reads up to `want` bytes at `offset` on the blocking pool, handing the file back.
+async fn read_at(
+    file: &mut Option<File>,
+    cursor: &mut Option<u64>,
+    offset: u64,
+    want: u64,
+) -> io::Result<Bytes> {
+    let mut f = file
+        .take()
+        .ok_or_else(|| io::Error::other("file stream polled after a failed read"))?;
+    let seek = *cursor != Some(offset);
+    let (f, res) = tokio::task::spawn_blocking(move || {
+        let res = (|| {
+            if seek {
+                f.seek(SeekFrom::Start(offset))?;
+            }
+            let mut buf = Vec::with_capacity(want as usize);
+            (&f).take(want).read_to_end(&mut buf)?;
+            Ok::<_, io::Error>(buf)
+        })();
+        (f, res)
+    })
+    .await
+    .map_err(io::Error::other)?;
+    *file = Some(f);
+    let buf = res?;
+    if buf.is_empty() {
+        // The file shrank under us; the promised Content-Length cannot be met.
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "file truncated while streaming",
+        ));
+    }
+    *cursor = Some(offset + buf.len() as u64);
+    Ok(Bytes::from(buf))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    struct Count(Arc<AtomicU64>);
+    impl StreamGuard for Count {
+        fn sent(&self, bytes: u64) {
+            self.0.fetch_add(bytes, Ordering::Relaxed);
+        }
+    }
+
+    #[tokio::test]
+    async fn streams_parts_in_bounded_chunks() {
+        let mut tmp = tempfile::tempfile().unwrap();
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        tmp.write_all(&data).unwrap();
+        let counted = Arc::new(AtomicU64::new(0));
+        let parts = vec![
+            Part::Literal(Bytes::from_static(b"<")),
+            Part::File {
+                start: 100,
+                len: 5000,
+            },
+            Part::Literal(Bytes::from_static(b">")),
+            Part::File {
+                start: 9000,
+                len: 1000,
+            },
+        ];
+        let pacing = Pacing {
+            chunk_size: 1024,
+            bytes_per_sec: 0,
+        };
+        let mut body = file_stream(tmp, parts, pacing, Count(counted.clone()));
+        let mut out = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let chunk = frame.unwrap().into_data().unwrap();
+            assert!(
+                chunk.len() <= 1024,
+                "chunk of {} bytes exceeds the bound",
+                chunk.len()
+            );
+            out.extend_from_slice(&chunk);
+        }
+        let mut want = b"<".to_vec();
+        want.extend_from_slice(&data[100..5100]);
+        want.push(b'>');
+        want.extend_from_slice(&data[9000..10000]);
+        assert_eq!(out, want);
+        assert_eq!(counted.load(Ordering::Relaxed), want.len() as u64);
+    }
+
+    #[tokio::test]
+    async fn truncated_file_is_an_error_not_a_short_body() {
+        let mut tmp = tempfile::tempfile().unwrap();
+        tmp.write_all(&[1u8; 100]).unwrap();
+        let parts = vec![Part::File { start: 0, len: 200 }];
+        let pacing = Pacing {
+            chunk_size: 64,
+            bytes_per_sec: 0,
+        };
+        let mut body = file_stream(tmp, parts, pacing, Count(Arc::default()));
+        let mut saw_error = false;
+        while let Some(frame) = body.frame().await {
+            if frame.is_err() {
+                saw_error = true;
+            }
+        }
+        assert!(saw_error);
+    }
+}

@@ -1,0 +1,51 @@
+//! Command-line flags.
+
+use crate::faults::FaultSettings;
+use clap::Parser;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A minimal, fast video origin: serves a media folder over HTTP/1.1 with
+/// exact Range and conditional semantics, and reports its own load.
+#[derive(Debug, Parser)]
+#[command(name = "cdn-origin", version)]
+pub struct Args {
+    /// Address to listen on. Port 0 picks a free port; the bound address is
+    /// printed on stdout as `listening on ADDR`.
+    #[arg(long, default_value = "0.0.0.0:8000")]
+    pub listen: SocketAddr,
+
+    /// Folder whose files are served under /videos/ (subfolders included).
+    #[arg(long, default_value = "media")]
+    pub media: PathBuf,
+
+    /// Name reported in the X-Origin-Name header, /load and origin_info
+    /// (default: the host name).
+    #[arg(long)]
+    pub name: Option<String>,
+
+    /// File, relative to the media folder, that `GET /` serves.
+    #[arg(long = "default", default_value = "sample.mp4")]
+    pub default_file: String,
+
+    /// On SIGTERM/SIGINT, how long in-flight streams may take to finish before exit.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub grace: Duration,
+
+    /// On SIGTERM/SIGINT, how long to keep accepting (with /healthz at 503) so
+    /// load balancers notice before the port closes.
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    pub drain_delay: Duration,
+
+    /// Largest read per chunk of a stream, in KiB: the memory one stream holds.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(4..=16384))]
+    pub chunk_kib: u32,
+
+    /// Enable POST /admin/faults (JSON, loopback clients only).
+    #[arg(long)]
+    pub fault_admin: bool,
+
+    #[command(flatten)]
+    pub faults: FaultSettings,
+}

@@ -1,0 +1,177 @@
+//! `cdn-origin`: wires the flags, the media folder, metrics, the load
+//! sampler and fault injection into a hyper HTTP/1.1 server with graceful
+//! shutdown. The work is done in the modules.
+
+mod body;
+mod cgroup;
+mod cli;
+mod faults;
+mod files;
+mod load;
+mod metrics;
+mod range;
+mod serve;
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use http::HeaderValue;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use std::io::Write;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// Request headers larger than this are refused with 431.
+const MAX_HEADER_BYTES: usize = 16 * 1024;
+/// At most this many request headers.
+const MAX_HEADERS: usize = 64;
+/// A client must send its request head within this time.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn main() -> anyhow::Result<()> {
+    let args = cli::Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    // Each stream holds a socket and a file: raise the soft limit to the hard one.
+    if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
+        tracing::warn!("could not raise the open-file limit: {e}");
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(args))
+}
+
+async fn run(args: cli::Args) -> anyhow::Result<()> {
+    if let Err(e) = args.faults.validate() {
+        bail!("invalid fault flag: {e} (see --help)");
+    }
+    if !files::is_safe_relative(&args.default_file) {
+        bail!(
+            "--default {:?} must be a plain path inside the media folder (no '..', no leading '/')",
+            args.default_file
+        );
+    }
+    let media = files::Media::new(&args.media).context("--media")?;
+    let name = args
+        .name
+        .clone()
+        .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned());
+    let name_header = HeaderValue::from_str(&name)
+        .with_context(|| format!("--name {name:?} must be printable ASCII"))?;
+
+    let sampler = load::LoadSampler::detect();
+    let metrics = Arc::new(metrics::Metrics::new(
+        &name,
+        sampler.cpu_source(),
+        sampler.mem_source(),
+    )?);
+    tokio::spawn(sampler.run(metrics.clone()));
+
+    let app = Arc::new(serve::App {
+        media,
+        default_file: args.default_file.clone(),
+        name: name_header,
+        metrics,
+        faults: faults::Faults::new(args.faults, args.fault_admin),
+        draining: Default::default(),
+        chunk_size: args.chunk_kib as usize * 1024,
+    });
+
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("--listen {}: cannot bind", args.listen))?;
+    let addr = listener.local_addr()?;
+    // The one line a script reads to learn the port.
+    println!("listening on {addr}");
+    std::io::stdout().flush()?;
+    tracing::info!(%addr, name, media = %app.media.root().display(), "cdn-origin started");
+
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(MAX_HEADER_BYTES)
+        .max_headers(MAX_HEADERS)
+        .keep_alive(true);
+    let graceful = GracefulShutdown::new();
+
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => serve_connection(accepted, &app, &http, &graceful).await,
+            () = &mut shutdown => break,
+        }
+    }
+
+    // Draining: /healthz turns 503; keep accepting for the drain delay so
+    // load balancers see it, then close the port and let streams finish.
+    app.draining.store(true, Ordering::Relaxed);
+    tracing::info!(drain_delay = ?args.drain_delay, grace = ?args.grace, "draining");
+    let delay = tokio::time::sleep(args.drain_delay);
+    tokio::pin!(delay);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => serve_connection(accepted, &app, &http, &graceful).await,
+            () = &mut delay => break,
+        }
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => tracing::info!("all streams finished"),
+        () = tokio::time::sleep(args.grace) => tracing::warn!("grace period over; closing remaining streams"),
+    }
+    Ok(())
+}
+
+async fn serve_connection(
+    accepted: std::io::Result<(tokio::net::TcpStream, std::net::SocketAddr)>,
+    app: &Arc<serve::App>,
+    http: &http1::Builder,
+    graceful: &GracefulShutdown,
+) {
+    let (stream, peer) = match accepted {
+        Ok(a) => a,
+        Err(e) => {
+            // Out of file descriptors and the like: back off instead of spinning.
+            tracing::warn!("accept failed: {e}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            return;
+        }
+    };
+    let _ = stream.set_nodelay(true);
+    let app = app.clone();
+    let conn = http.serve_connection(
+        TokioIo::new(stream),
+        service_fn(move |req| serve::handle(app.clone(), peer, req)),
+    );
+    let conn = graceful.watch(conn);
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(%peer, "connection ended: {e}");
+        }
+    });
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; SIGTERM will not drain");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM"),
+        _ = int.recv() => tracing::info!("SIGINT"),
+    }
+}
