@@ -64,6 +64,12 @@ impl LoadSampler {
         }
     }
 
+    /// Sets the figures that need only one reading (memory), so the very
+    /// first response already reports them; CPU and rate need two readings.
+    pub fn prime(&self, metrics: &Metrics) {
+        metrics.mem_utilization.set(self.memory());
+    }
+
     /// Samples forever, updating `metrics`' gauges.
     pub async fn run(self, metrics: Arc<Metrics>) {
         let mut prev = self.read(&metrics);
@@ -95,20 +101,25 @@ impl LoadSampler {
         let cpu = now.cpu_ns.saturating_sub(prev.cpu_ns) as f64 / 1e9 / dt / cores;
         metrics.cpu_utilization.set(cpu);
 
-        let mem = match (&self.cgroup.mem, self.cgroup.mem_working_set()) {
-            (Some(limit), Some(used)) => used as f64 / limit.limit as f64,
-            _ => match (rss_pages(), self.mem_total) {
-                (Some(pages), total) if total > 0 => (pages * self.page_size) as f64 / total as f64,
-                _ => 0.0,
-            },
-        };
-        metrics.mem_utilization.set(mem);
+        metrics.mem_utilization.set(self.memory());
 
         let instant_rate = now.requests.saturating_sub(prev.requests) as f64 / dt;
         let alpha = 1.0 - (-dt / RATE_TAU_SECS).exp();
         metrics
             .rps
             .set(metrics.rps.get() + alpha * (instant_rate - metrics.rps.get()));
+    }
+}
+
+impl LoadSampler {
+    fn memory(&self) -> f64 {
+        match (&self.cgroup.mem, self.cgroup.mem_working_set()) {
+            (Some(limit), Some(used)) => used as f64 / limit.limit as f64,
+            _ => match (rss_pages(), self.mem_total) {
+                (Some(pages), total) if total > 0 => (pages * self.page_size) as f64 / total as f64,
+                _ => 0.0,
+            },
+        }
     }
 }
 

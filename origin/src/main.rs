@@ -74,6 +74,7 @@ async fn run(args: cli::Args) -> anyhow::Result<()> {
         sampler.cpu_source(),
         sampler.mem_source(),
     )?);
+    sampler.prime(&metrics);
     tokio::spawn(sampler.run(metrics.clone()));
 
     let app = Arc::new(serve::App {

@@ -64,7 +64,11 @@ pub async fn handle(
         let len = resp.body().size_hint().exact().unwrap_or(0);
         if head {
             // HEAD: exactly GET's headers, no body.
-            if !resp.headers().contains_key(CONTENT_LENGTH) {
+            let bodiless = matches!(
+                resp.status(),
+                StatusCode::NOT_MODIFIED | StatusCode::NO_CONTENT
+            );
+            if !bodiless && !resp.headers().contains_key(CONTENT_LENGTH) {
                 resp.headers_mut()
                     .insert(CONTENT_LENGTH, HeaderValue::from(len));
             }

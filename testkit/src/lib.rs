@@ -1,1 +1,277 @@
+//! Test support shared by every crate's integration tests: start the
+//! project's real binaries on free ports and wait for them to be ready,
+//! speak raw HTTP/1.1 (for requests a client library would normalise), and
+//! build media folders with known content.
 
+use anyhow::{bail, Context};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a binary may take to print its `listening on` line.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Path of a binary built by this workspace, next to the running test's
+/// `deps/` folder (works across crates, unlike `CARGO_BIN_EXE_*`).
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current test executable");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
+    profile_dir.join(name)
+}
+
+/// Raises this test process's open-file limit so hundreds of connections fit.
+pub fn raise_fd_limit() {
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+}
+
+/// A running child process that announced its address; killed on drop.
+pub struct Server {
+    child: Child,
+    /// The address the process printed in its `listening on ADDR` line.
+    pub addr: SocketAddr,
+    _stdout: BufReader<ChildStdout>,
+}
+
+impl Server {
+    /// Starts `bin` with `args` and waits for its `listening on ADDR` line on
+    /// stdout: the process prints it after binding, so it is ready then.
+    pub fn start(bin: &Path, args: &[&str]) -> anyhow::Result<Server> {
+        let mut child = Command::new(bin)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let stdout = child.stdout.take().context("child stdout")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        // Read the first line on a thread so a silent child cannot hang the test.
+        let reader = std::thread::spawn(move || {
+            let mut r = BufReader::new(stdout);
+            let mut line = String::new();
+            let res = r.read_line(&mut line).map(|_| line);
+            let _ = tx.send(res);
+            r
+        });
+        let line = match rx.recv_timeout(START_TIMEOUT) {
+            Ok(Ok(line)) => line,
+            Ok(Err(e)) => {
+                let _ = child.kill();
+                bail!("reading the address line of {}: {e}", bin.display());
+            }
+            Err(_) => {
+                let _ = child.kill();
+                bail!(
+                    "{} printed no address line within {START_TIMEOUT:?}",
+                    bin.display()
+                );
+            }
+        };
+        let stdout = reader
+            .join()
+            .map_err(|_| anyhow::anyhow!("reader thread panicked"))?;
+        let Some(addr) = line.trim().strip_prefix("listening on ") else {
+            let _ = child.kill();
+            let status = child.wait().ok();
+            bail!(
+                "{} said {line:?} instead of `listening on ADDR` (exit: {status:?})",
+                bin.display()
+            );
+        };
+        let addr = addr
+            .parse()
+            .with_context(|| format!("address in {line:?}"))?;
+        Ok(Server {
+            child,
+            addr,
+            _stdout: stdout,
+        })
+    }
+
+    /// `http://ADDR`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal (`"TERM"`, `"INT"`, `"KILL"`, ...) with the `kill` command.
+    pub fn signal(&self, sig: &str) -> anyhow::Result<()> {
+        let st = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()?;
+        anyhow::ensure!(st.success(), "kill -{sig} {} failed", self.pid());
+        Ok(())
+    }
+
+    /// Waits for the process to exit, at most `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> anyhow::Result<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(st) = self.child.try_wait()? {
+                return Ok(st);
+            }
+            if Instant::now() > deadline {
+                bail!("process {} still running after {timeout:?}", self.pid());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `check` until it returns `Some`, or fails after `timeout`.
+/// For waiting on a condition, never for measuring time.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// A raw HTTP/1.1 response.
+#[derive(Debug)]
+pub struct RawResponse {
+    /// Status code.
+    pub status: u16,
+    /// Header lines, names lower-cased, in order.
+    pub headers: Vec<(String, String)>,
+    /// Everything after the header block.
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    /// First value of a header, by lower-case name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Sends `request` verbatim (it should ask for `Connection: close`) and reads
+/// the response until the server closes the connection.
+pub fn raw_request(addr: SocketAddr, request: &[u8]) -> anyhow::Result<RawResponse> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(20)))?;
+    s.write_all(request)?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    parse_raw(&buf)
+}
+
+/// A `GET` of a raw, unnormalised path with `Connection: close`.
+pub fn raw_get(addr: SocketAddr, path: &str) -> anyhow::Result<RawResponse> {
+    raw_request(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+}
+
+fn parse_raw(buf: &[u8]) -> anyhow::Result<RawResponse> {
+    let end = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .context("no end of headers in response")?;
+    let head = std::str::from_utf8(&buf[..end])?;
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().context("empty response")?;
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .context("status line")?
+        .parse()?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Ok(RawResponse {
+        status,
+        headers,
+        body: buf[end + 4..].to_vec(),
+    })
+}
+
+/// A temporary media folder with known files:
+/// - `clip.mp4`: `CLIP_SIZE` pseudo-random bytes (the default video)
+/// - `sub/nested.mp4`: 64 KiB
+/// - `empty.mp4`: 0 bytes
+/// - `escape.mp4`: a symlink to a file outside the folder
+/// - `inside-link.mp4`: a symlink to `clip.mp4`
+pub struct MediaFixture {
+    dir: tempfile::TempDir,
+    /// The bytes of `clip.mp4`.
+    pub clip: Vec<u8>,
+    /// The bytes of `sub/nested.mp4`.
+    pub nested: Vec<u8>,
+}
+
+/// Size of `clip.mp4` in a [`MediaFixture`].
+pub const CLIP_SIZE: usize = 3 * 1024 * 1024 + 17;
+
+impl MediaFixture {
+    /// Creates the folder and its files.
+    pub fn new() -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let root = dir.path().join("media");
+        std::fs::create_dir_all(root.join("sub"))?;
+        let clip = pseudo_random(CLIP_SIZE, 1);
+        let nested = pseudo_random(64 * 1024, 2);
+        std::fs::write(root.join("clip.mp4"), &clip)?;
+        std::fs::write(root.join("sub/nested.mp4"), &nested)?;
+        std::fs::write(root.join("empty.mp4"), b"")?;
+        std::fs::write(dir.path().join("secret.txt"), b"outside the media folder")?;
+        std::os::unix::fs::symlink(dir.path().join("secret.txt"), root.join("escape.mp4"))?;
+        std::os::unix::fs::symlink(root.join("clip.mp4"), root.join("inside-link.mp4"))?;
+        Ok(MediaFixture { dir, clip, nested })
+    }
+
+    /// The media folder to pass as `--media`.
+    pub fn path(&self) -> PathBuf {
+        self.dir.path().join("media")
+    }
+
+    /// The media folder as a string.
+    pub fn path_str(&self) -> String {
+        self.path().to_string_lossy().into_owned()
+    }
+}
+
+/// Deterministic bytes (xorshift), so failures are reproducible.
+pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}

@@ -1,0 +1,211 @@
+//! Fault injection, by flag and through `POST /admin/faults`, and that the
+//! load report shows what the faults do.
+
+mod common;
+use common::*;
+use std::time::{Duration, Instant};
+
+async fn post_faults(http: &reqwest::Client, o: &Server, json: &str) -> (u16, String) {
+    let r = http
+        .post(format!("{}/admin/faults", o.url()))
+        .header("content-type", "application/json")
+        .body(json.to_string())
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+async fn cpu(http: &reqwest::Client, o: &Server) -> f64 {
+    let load: serde_json::Value = http
+        .get(format!("{}/load", o.url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    load["cpu_utilization"].as_f64().unwrap()
+}
+
+#[tokio::test]
+async fn admin_validates_and_reports_settings() {
+    let media = MediaFixture::new().unwrap();
+    let o = start_origin(&media, &["--fault-admin"]);
+    let http = client();
+    let (st, body) = post_faults(&http, &o, r#"{"latency_ms": 5, "error_rate": 0.0}"#).await;
+    assert_eq!(st, 200, "{body}");
+    let now: serde_json::Value = http
+        .get(format!("{}/admin/faults", o.url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(now["latency_ms"], 5);
+    assert_eq!(post_faults(&http, &o, "{not json").await.0, 400);
+    assert_eq!(
+        post_faults(&http, &o, r#"{"latency": 5}"#).await.0,
+        400,
+        "unknown field"
+    );
+    let (st, body) = post_faults(&http, &o, r#"{"error_rate": 2}"#).await;
+    assert_eq!(st, 422);
+    assert!(body.contains("error_rate"), "{body}");
+    let r = http
+        .delete(format!("{}/admin/faults", o.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    assert_eq!(r.headers()["allow"], "GET, POST");
+}
+
+#[tokio::test]
+async fn error_rate_and_latency() {
+    let media = MediaFixture::new().unwrap();
+    let o = start_origin(&media, &["--fault-admin", "--fault-error-rate", "1.0"]);
+    let http = client();
+    let url = format!("{}/videos/clip.mp4", o.url());
+    for _ in 0..5 {
+        assert_eq!(http.get(&url).send().await.unwrap().status(), 503);
+    }
+    // Health and metrics are not media: unaffected.
+    assert_eq!(
+        http.get(format!("{}/healthz", o.url()))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    post_faults(&http, &o, r#"{"error_rate": 1.0, "error_status": 500}"#).await;
+    assert_eq!(http.get(&url).send().await.unwrap().status(), 500);
+    post_faults(&http, &o, r#"{"reset": true, "latency_ms": 300}"#).await;
+    let t = Instant::now();
+    let r = http
+        .get(&url)
+        .header("range", "bytes=0-0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 206);
+    // An injected delay is a lower bound, whatever the machine's speed.
+    assert!(t.elapsed() >= Duration::from_millis(300));
+}
+
+#[tokio::test]
+async fn bandwidth_cap_paces_a_stream() {
+    let media = MediaFixture::new().unwrap();
+    let o = start_origin(&media, &["--fault-bandwidth", "400000"]);
+    let http = client();
+    let t = Instant::now();
+    let body = http
+        .get(format!("{}/videos/clip.mp4", o.url()))
+        .header("range", "bytes=0-399999")
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(body, &media.clip[..400_000]);
+    // 400 kB at 400 kB/s: the cap makes it last at least most of a second.
+    assert!(
+        t.elapsed() >= Duration::from_millis(850),
+        "took {:?}",
+        t.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn concurrency_limit_queues_requests() {
+    let media = MediaFixture::new().unwrap();
+    // One stream at a time, each slowed so the second must wait for the first.
+    let o = start_origin(
+        &media,
+        &["--fault-concurrency", "1", "--fault-bandwidth", "2000000"],
+    );
+    let http = client();
+    let url = format!("{}/videos/clip.mp4", o.url());
+    let mut first = http.get(&url).send().await.unwrap();
+    first.chunk().await.unwrap();
+    let second = tokio::spawn({
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            http.get(&url)
+                .header("range", "bytes=0-9")
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    });
+    // While the first stream is open the second has no answer.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !second.is_finished(),
+        "the second request must queue behind the first"
+    );
+    let mut n = 0;
+    while let Some(c) = first.chunk().await.unwrap() {
+        n += c.len();
+    }
+    assert!(n > 0);
+    assert_eq!(second.await.unwrap(), 206);
+}
+
+#[tokio::test]
+async fn hang_accepts_but_never_answers_until_cleared() {
+    let media = MediaFixture::new().unwrap();
+    let o = start_origin(&media, &["--fault-admin", "--fault-hang"]);
+    let http = client();
+    let r = http
+        .get(format!("{}/healthz", o.url()))
+        .timeout(Duration::from_millis(500))
+        .send()
+        .await;
+    assert!(r.unwrap_err().is_timeout(), "a hung origin must not answer");
+    // The admin endpoint still answers, so the fault can be lifted.
+    assert_eq!(post_faults(&http, &o, r#"{"hang": false}"#).await.0, 200);
+    assert_eq!(
+        http.get(format!("{}/healthz", o.url()))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn cpu_burn_shows_in_cpu_utilization() {
+    let media = MediaFixture::new().unwrap();
+    let o = start_origin(&media, &["--fault-admin"]);
+    let http = client();
+    assert_eq!(
+        post_faults(&http, &o, r#"{"cpu_burn_threads": 2}"#).await.0,
+        200
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut seen = 0.0;
+    while Instant::now() < deadline && seen < 0.4 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        seen = cpu(&http, &o).await;
+    }
+    assert!(
+        seen >= 0.4,
+        "two burning threads on this machine must show, saw {seen}"
+    );
+    assert_eq!(
+        post_faults(&http, &o, r#"{"cpu_burn_threads": 0}"#).await.0,
+        200
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline && seen > 0.2 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        seen = cpu(&http, &o).await;
+    }
+    assert!(seen <= 0.2, "burn stopped but cpu stays at {seen}");
+}

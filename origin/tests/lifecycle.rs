@@ -1,0 +1,104 @@
+//! Many concurrent streams, and graceful shutdown with a stream open.
+
+mod common;
+use common::*;
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_hundred_concurrent_ranged_streams_are_byte_exact() {
+    let media = MediaFixture::new().unwrap();
+    let o = start_origin(&media, &[]);
+    let clip = std::sync::Arc::new(media.clip.clone());
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let url = format!("{}/videos/clip.mp4", o.url());
+    let mut tasks = Vec::new();
+    for i in 0..500u64 {
+        let (http, url, clip) = (http.clone(), url.clone(), clip.clone());
+        tasks.push(tokio::spawn(async move {
+            let start = (i * 7919 * 13) % (clip.len() as u64 - 300_000);
+            let end = start + 100_000 + (i * 104_729) % 200_000;
+            let resp = http
+                .get(&url)
+                .header("range", format!("bytes={start}-{end}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 206);
+            let body = resp.bytes().await.unwrap();
+            assert_eq!(
+                &body[..],
+                &clip[start as usize..=end as usize],
+                "stream {i}"
+            );
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+#[test]
+fn sigterm_drains_then_exits_zero_after_open_streams_finish() {
+    let media = MediaFixture::new().unwrap();
+    // ~1.5 s per 3 MiB stream; a drain delay during which /healthz says 503.
+    let mut o = start_origin(
+        &media,
+        &[
+            "--fault-bandwidth",
+            "2000000",
+            "--drain-delay",
+            "2s",
+            "--grace",
+            "60s",
+        ],
+    );
+    let addr = o.addr;
+    let url = format!("{}/videos/clip.mp4", o.url());
+    let stream = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut resp = reqwest::get(url).await.unwrap();
+            let mut body = resp.chunk().await.unwrap().unwrap().to_vec();
+            started_tx_signal();
+            while let Some(c) = resp.chunk().await.unwrap() {
+                body.extend_from_slice(&c);
+            }
+            body
+        })
+    });
+    testkit::wait_for("the stream to start", Duration::from_secs(10), || {
+        STARTED.get().copied()
+    });
+    assert_eq!(testkit::raw_get(addr, "/healthz").unwrap().status, 200);
+    o.signal("TERM").unwrap();
+    // While draining, health turns 503 ...
+    testkit::wait_for(
+        "/healthz to turn 503",
+        Duration::from_secs(10),
+        || match testkit::raw_get(addr, "/healthz") {
+            Ok(r) if r.status == 503 => Some(()),
+            Ok(_) => None,
+            Err(e) => panic!("port closed before /healthz reported draining: {e}"),
+        },
+    );
+    // ... then the port closes ...
+    testkit::wait_for("the listener to close", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(addr).is_err().then_some(())
+    });
+    // ... while the open stream still completes, byte for byte.
+    let body = stream.join().unwrap();
+    assert_eq!(body, media.clip);
+    let status = o.wait_exit(Duration::from_secs(30)).unwrap();
+    assert!(status.success(), "exit status {status:?}");
+}
+
+static STARTED: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+fn started_tx_signal() {
+    let _ = STARTED.set(());
+}
