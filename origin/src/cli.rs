@@ -13,33 +13,33 @@ use std::time::Duration;
 pub struct Args {
     /// Address to listen on. Port 0 picks a free port; the bound address is
     /// printed on stdout as `listening on ADDR`.
-    #[arg(long, default_value = "0.0.0.0:8000")]
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:8000")]
     pub listen: SocketAddr,
 
     /// Folder whose files are served under /videos/ (subfolders included).
-    #[arg(long, default_value = "media")]
+    #[arg(long, value_name = "DIR", default_value = "media")]
     pub media: PathBuf,
 
     /// Name reported in the X-Origin-Name header, /load and origin_info
     /// (default: the host name).
-    #[arg(long)]
+    #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
 
     /// File, relative to the media folder, that `GET /` serves.
-    #[arg(long = "default", default_value = "sample.mp4")]
+    #[arg(long = "default", value_name = "FILE", default_value = "sample.mp4")]
     pub default_file: String,
 
     /// On SIGTERM/SIGINT, how long in-flight streams may take to finish before exit.
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
     pub grace: Duration,
 
     /// On SIGTERM/SIGINT, how long to keep accepting (with /healthz at 503) so
     /// load balancers notice before the port closes.
-    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = humantime::parse_duration)]
     pub drain_delay: Duration,
 
     /// Largest read per chunk of a stream, in KiB: the memory one stream holds.
-    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(4..=16384))]
+    #[arg(long, value_name = "KIB", default_value_t = 256, value_parser = clap::value_parser!(u32).range(4..=16384))]
     pub chunk_kib: u32,
 
     /// Enable POST /admin/faults (JSON, loopback clients only).

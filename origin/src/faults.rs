@@ -18,7 +18,7 @@ pub const MAX_BURN_THREADS: usize = 64;
 #[serde(deny_unknown_fields, default)]
 pub struct FaultSettings {
     /// Added latency before the first byte of every media response, in milliseconds.
-    #[arg(long = "fault-latency-ms", default_value_t = 0)]
+    #[arg(long = "fault-latency-ms", value_name = "MS", default_value_t = 0)]
     pub latency_ms: u64,
     /// Per-stream bandwidth cap in bytes per second (0: none).
     #[arg(
@@ -28,13 +28,13 @@ pub struct FaultSettings {
     )]
     pub bandwidth_bytes_per_sec: u64,
     /// Media requests served at once; more wait in a queue (0: no limit).
-    #[arg(long = "fault-concurrency", default_value_t = 0)]
+    #[arg(long = "fault-concurrency", value_name = "N", default_value_t = 0)]
     pub concurrency_limit: usize,
     /// Fraction (0.0–1.0) of media requests answered with `error_status`.
-    #[arg(long = "fault-error-rate", default_value_t = 0.0)]
+    #[arg(long = "fault-error-rate", value_name = "FRACTION", default_value_t = 0.0)]
     pub error_rate: f64,
     /// Status of injected errors (500–599).
-    #[arg(long = "fault-error-status", default_value_t = 503)]
+    #[arg(long = "fault-error-status", value_name = "STATUS", default_value_t = 503)]
     #[serde(default = "default_error_status")]
     pub error_status: u16,
     /// Threads that burn CPU in a busy loop (0–64); shows in cpu_utilization.

@@ -25,6 +25,11 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
+/// Stream chunks are large, short-lived buffers; mimalloc reuses them where
+/// glibc keeps returning them to the kernel and faulting fresh zeroed pages in.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Request headers larger than this are refused with 431.
 const MAX_HEADER_BYTES: usize = 16 * 1024;
 /// At most this many request headers.
