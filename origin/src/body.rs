@@ -162,7 +162,10 @@ async fn read_at(file: &Arc<File>, offset: u64, want: usize) -> io::Result<Bytes
     }
     if buf.is_empty() {
         // The file shrank under us; the promised Content-Length cannot be met.
-        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file truncated while streaming"));
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "file truncated while streaming",
+        ));
     }
     Ok(Bytes::from(buf))
 }
@@ -172,7 +175,10 @@ async fn read_at(file: &Arc<File>, offset: u64, want: usize) -> io::Result<Bytes
 /// means "ask the blocking pool".
 fn read_cached(file: &File, offset: u64, buf: &mut Vec<u8>) -> io::Result<usize> {
     let spare = buf.spare_capacity_mut();
-    let iov = libc::iovec { iov_base: spare.as_mut_ptr().cast(), iov_len: spare.len() };
+    let iov = libc::iovec {
+        iov_base: spare.as_mut_ptr().cast(),
+        iov_len: spare.len(),
+    };
     let offset = libc::off_t::try_from(offset).map_err(io::Error::other)?;
     // SAFETY: the iovec covers `buf`'s spare capacity, which lives for the
     // call; the kernel writes at most `iov_len` bytes into it.

@@ -39,7 +39,7 @@ pub struct Args {
     pub drain_delay: Duration,
 
     /// Largest read per chunk of a stream, in KiB: the memory one stream holds.
-    #[arg(long, value_name = "KIB", default_value_t = 256, value_parser = clap::value_parser!(u32).range(4..=16384))]
+    #[arg(long, value_name = "KIB", default_value_t = 512, value_parser = clap::value_parser!(u32).range(4..=16384))]
     pub chunk_kib: u32,
 
     /// Enable POST /admin/faults (JSON, loopback clients only).

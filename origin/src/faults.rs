@@ -31,10 +31,18 @@ pub struct FaultSettings {
     #[arg(long = "fault-concurrency", value_name = "N", default_value_t = 0)]
     pub concurrency_limit: usize,
     /// Fraction (0.0–1.0) of media requests answered with `error_status`.
-    #[arg(long = "fault-error-rate", value_name = "FRACTION", default_value_t = 0.0)]
+    #[arg(
+        long = "fault-error-rate",
+        value_name = "FRACTION",
+        default_value_t = 0.0
+    )]
     pub error_rate: f64,
     /// Status of injected errors (500–599).
-    #[arg(long = "fault-error-status", value_name = "STATUS", default_value_t = 503)]
+    #[arg(
+        long = "fault-error-status",
+        value_name = "STATUS",
+        default_value_t = 503
+    )]
     #[serde(default = "default_error_status")]
     pub error_status: u16,
     /// Threads that burn CPU in a busy loop (0–64); shows in cpu_utilization.
