@@ -10,6 +10,8 @@ HOST=${HOST:-127.0.0.1}
 ORIGINS=${ORIGINS:-3}
 ORIGIN_PORT=${ORIGIN_PORT:-9101}
 
+# Origins log warnings only, so the URLs below stay readable; RUST_LOG=info for more.
+export RUST_LOG=${RUST_LOG:-warn}
 pids=()
 stop() {
   trap - INT TERM EXIT

@@ -102,3 +102,66 @@ static STARTED: std::sync::OnceLock<()> = std::sync::OnceLock::new();
 fn started_tx_signal() {
     let _ = STARTED.set(());
 }
+
+#[tokio::test]
+async fn a_client_that_stops_reading_stalls_the_stream_instead_of_growing_a_buffer() {
+    use std::io::{Read, Write};
+    let media = MediaFixture::new().unwrap();
+    // A 1 GiB sparse file: far more than socket buffers can absorb.
+    const SIZE: u64 = 1 << 30;
+    std::fs::File::create(media.path().join("huge.bin"))
+        .unwrap()
+        .set_len(SIZE)
+        .unwrap();
+    let o = start_origin(&media, &[]);
+    // A raw socket, so nothing on the client side reads ahead.
+    let mut sock = std::net::TcpStream::connect(o.addr).unwrap();
+    sock.write_all(b"GET /videos/huge.bin HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut first = [0u8; 4096];
+    let n = sock.read(&mut first).unwrap();
+    assert!(first[..n].starts_with(b"HTTP/1.1 200"));
+    // Now read nothing. The origin's sent-bytes counter must settle far below the file size.
+    let http = client();
+    let sent = || async {
+        let text = http
+            .get(format!("{}/metrics", o.url()))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("origin_response_bytes_total "))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut last = sent().await;
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = sent().await;
+        // Each /metrics answer adds its own few KiB; a moving stream adds chunks of 512 KiB.
+        if now - last < 64.0 * 1024.0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stream never stalled ({now} bytes)"
+        );
+        last = now;
+    }
+    assert!(
+        last < (128 << 20) as f64,
+        "{last} bytes sent to a client that reads nothing"
+    );
+    // And the stream is still alive: reading resumes it.
+    let mut buf = vec![0u8; 1 << 20];
+    let mut got = 0usize;
+    while got < (64 << 20) {
+        let n = sock.read(&mut buf).unwrap();
+        assert!(n > 0, "stream ended early");
+        got += n;
+    }
+}
