@@ -17,14 +17,7 @@ async fn post_faults(http: &reqwest::Client, o: &Server, json: &str) -> (u16, St
 }
 
 async fn cpu(http: &reqwest::Client, o: &Server) -> f64 {
-    let load: serde_json::Value = http
-        .get(format!("{}/load", o.url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let load = get_json(http, o, "/load").await;
     load["cpu_utilization"].as_f64().unwrap()
 }
 
@@ -35,14 +28,7 @@ async fn admin_validates_and_reports_settings() {
     let http = client();
     let (st, body) = post_faults(&http, &o, r#"{"latency_ms": 5, "error_rate": 0.0}"#).await;
     assert_eq!(st, 200, "{body}");
-    let now: serde_json::Value = http
-        .get(format!("{}/admin/faults", o.url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let now = get_json(&http, &o, "/admin/faults").await;
     assert_eq!(now["latency_ms"], 5);
     assert_eq!(post_faults(&http, &o, "{not json").await.0, 400);
     assert_eq!(

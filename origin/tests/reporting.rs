@@ -119,14 +119,7 @@ async fn every_response_carries_a_parseable_load_report() {
             "{path}: {r:?}"
         );
     }
-    let load: serde_json::Value = http
-        .get(format!("{}/load", o.url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let load = get_json(&http, &o, "/load").await;
     assert_eq!(load["name"], "test-origin");
     for key in [
         "cpu_utilization",
@@ -169,14 +162,7 @@ async fn load_report_follows_traffic() {
         for _ in 0..20 {
             http.get(&url).send().await.unwrap();
         }
-        let load: serde_json::Value = http
-            .get(format!("{}/load", o.url()))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let load = get_json(&http, &o, "/load").await;
         if load["rps_fractional"].as_f64().unwrap() > 5.0 && load["active_streams"] == 0 {
             break;
         }

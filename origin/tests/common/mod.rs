@@ -28,3 +28,13 @@ pub fn client() -> reqwest::Client {
         .build()
         .expect("client")
 }
+
+/// `GET {server}{path}` parsed as JSON.
+pub async fn get_json(http: &reqwest::Client, server: &Server, path: &str) -> serde_json::Value {
+    let resp = http
+        .get(format!("{}{path}", server.url()))
+        .send()
+        .await
+        .expect("request");
+    resp.json().await.expect("JSON body")
+}
