@@ -1,0 +1,200 @@
+//! Origin selection: one [`Policy`] per file behind one trait, and
+//! [`Selector`], our Pingora [`BackendSelection`], which asks the policy
+//! named in the live config on every pick (so a reload can switch policy).
+//!
+//! A pick reads only atomics and allocates nothing: policies scan the
+//! origin slice with a `usable` predicate (eligible and not yet tried).
+
+mod consistent;
+mod least_conn;
+mod p2c_ewma;
+mod random;
+mod round_robin;
+mod tier;
+
+pub use consistent::Consistent;
+pub use least_conn::LeastConn;
+pub use p2c_ewma::P2cEwma;
+pub use random::Random;
+pub use round_robin::RoundRobin;
+pub use tier::Tier;
+
+use crate::config::{Config, Policy as PolicyName, Selection};
+use crate::origins::{Origin, Registry};
+use arc_swap::ArcSwap;
+use pingora::lb::selection::{BackendIter, BackendSelection};
+use pingora::lb::Backend;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+/// A way of picking one origin among those that are usable.
+pub trait Policy: Send + Sync {
+    /// Per-request state derived from the request key (a hash for consistent hashing).
+    fn seed(&self, _key: &[u8]) -> u64 {
+        0
+    }
+
+    /// Picks the index of an origin in `origins` for which `usable` holds, or `None`.
+    fn pick(
+        &self,
+        origins: &[Arc<Origin>],
+        cfg: &Selection,
+        seed: u64,
+        usable: &dyn Fn(usize) -> bool,
+        rng: &mut fastrand::Rng,
+    ) -> Option<usize>;
+}
+
+/// Picks an origin with probability proportional to its capacity, among the usable.
+pub(crate) fn weighted_random(
+    origins: &[Arc<Origin>],
+    usable: &dyn Fn(usize) -> bool,
+    rng: &mut fastrand::Rng,
+) -> Option<usize> {
+    let total: f64 = (0..origins.len())
+        .filter(|&i| usable(i))
+        .map(|i| origins[i].capacity())
+        .sum();
+    if total <= 0.0 {
+        return None;
+    }
+    let mut r = rng.f64() * total;
+    let mut last = None;
+    for i in (0..origins.len()).filter(|&i| usable(i)) {
+        last = Some(i);
+        r -= origins[i].capacity();
+        if r < 0.0 {
+            return Some(i);
+        }
+    }
+    last
+}
+
+/// What every selector shares: the live config and the origin registry.
+pub struct Shared {
+    /// The configuration in force (swapped on reload).
+    pub config: Arc<ArcSwap<Config>>,
+    /// Every known origin.
+    pub registry: Arc<Registry>,
+}
+
+/// The backends of one discovery generation and every policy over them.
+pub struct Selector {
+    backends: Vec<Backend>,
+    origins: Vec<Arc<Origin>>,
+    config: Arc<ArcSwap<Config>>,
+    tier: Tier,
+    round_robin: RoundRobin,
+    random: Random,
+    least_conn: LeastConn,
+    p2c_ewma: P2cEwma,
+    consistent: Consistent,
+}
+
+impl Selector {
+    /// Builds a selector over `origins` (in the same order as `backends`).
+    pub fn new(
+        backends: Vec<Backend>,
+        origins: Vec<Arc<Origin>>,
+        config: Arc<ArcSwap<Config>>,
+    ) -> Self {
+        let consistent = Consistent::new(&origins);
+        Selector {
+            backends,
+            origins,
+            config,
+            tier: Tier,
+            round_robin: RoundRobin::default(),
+            random: Random,
+            least_conn: LeastConn,
+            p2c_ewma: P2cEwma,
+            consistent,
+        }
+    }
+
+    fn policy(&self, name: PolicyName) -> &dyn Policy {
+        match name {
+            PolicyName::Tier => &self.tier,
+            PolicyName::RoundRobin => &self.round_robin,
+            PolicyName::Random => &self.random,
+            PolicyName::LeastConn => &self.least_conn,
+            PolicyName::P2cEwma => &self.p2c_ewma,
+            PolicyName::Consistent => &self.consistent,
+        }
+    }
+
+    /// The origins this selector chooses among.
+    pub fn origins(&self) -> &[Arc<Origin>] {
+        &self.origins
+    }
+}
+
+impl BackendSelection for Selector {
+    type Iter = Picks;
+    type Config = Shared;
+
+    fn build_with_config(backends: &BTreeSet<Backend>, shared: &Shared) -> Self {
+        // Discovery registered each origin (with its source and capacity) before returning it.
+        let backends: Vec<Backend> = backends
+            .iter()
+            .filter(|b| b.as_inet().is_some())
+            .cloned()
+            .collect();
+        let origins = backends
+            .iter()
+            .filter_map(|b| b.as_inet().copied())
+            .map(|addr| shared.registry.get_or_insert(addr, "unknown", 1.0))
+            .collect();
+        Selector::new(backends, origins, shared.config.clone())
+    }
+
+    fn build(_backends: &BTreeSet<Backend>) -> Self {
+        unreachable!("the selector is always built with its shared state (LoadBalancer::from_backends_with_config)")
+    }
+
+    fn iter(self: &Arc<Self>, key: &[u8]) -> Picks {
+        let policy = self.config.load().selection.policy;
+        Picks {
+            seed: self.policy(policy).seed(key),
+            selector: self.clone(),
+            policy,
+            tried: 0,
+            rng: fastrand::Rng::new(),
+        }
+    }
+}
+
+/// The picks for one request: the policy's choice first, then its choice
+/// among the rest, and so on. Indices past 128 are never marked as tried
+/// (Pingora's iterator de-duplicates them anyway).
+pub struct Picks {
+    selector: Arc<Selector>,
+    policy: PolicyName,
+    seed: u64,
+    tried: u128,
+    rng: fastrand::Rng,
+}
+
+impl BackendIter for Picks {
+    fn next(&mut self) -> Option<&Backend> {
+        let sel = &self.selector;
+        let cfg = sel.config.load();
+        let tried = self.tried;
+        let usable =
+            |i: usize| (i >= 128 || tried & (1u128 << i) == 0) && sel.origins[i].eligible();
+        let i = sel.policy(self.policy).pick(
+            &sel.origins,
+            &cfg.selection,
+            self.seed,
+            &usable,
+            &mut self.rng,
+        )?;
+        if i < 128 {
+            self.tried |= 1u128 << i;
+        }
+        sel.backends.get(i)
+    }
+}
+
+#[cfg(test)]
+mod sim;
