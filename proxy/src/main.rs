@@ -1,23 +1,151 @@
-//! `cdn-proxy`: the Pingora load-balancing edge in front of `cdn-origin`s.
-//!
-//! Being built: configuration, origin state and selection exist and are
-//! tested; the Pingora service that uses them is not wired yet, so this
-//! binary still says so and exits.
-#![allow(dead_code)] // until main wires the modules in
+//! `cdn-proxy`: builds the Pingora server from `pingora.yaml` (`-c`) and our
+//! `cdn.yaml` (`--cdn-conf`), and wires the services: the proxy on the public
+//! listeners, the admin app on its loopback listener, and the background
+//! services (health/discovery monitor, metrics snapshots, SIGHUP reload).
 
+mod admin;
 mod config;
+mod discovery;
+mod metrics;
+mod monitor;
 mod origins;
+mod proxy;
+mod reload;
+mod retry_budget;
 mod select;
 
+use arc_swap::ArcSwap;
 use clap::Parser;
+use pingora::lb::{Backends, LoadBalancer};
+use pingora::server::configuration::Opt;
+use pingora::server::Server;
+use pingora::services::background::background_service;
+use std::path::PathBuf;
+use std::sync::Arc;
 
-/// The Pingora load-balancing edge in front of cdn-origin servers (not built yet).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// The Pingora load-balancing edge in front of cdn-origin servers.
 #[derive(Debug, Parser)]
 #[command(name = "cdn-proxy", version)]
-struct Args {}
+struct Args {
+    /// Our configuration: listeners, origins, selection, health, retries, timeouts.
+    #[arg(
+        long = "cdn-conf",
+        value_name = "FILE",
+        default_value = "conf/cdn.yaml"
+    )]
+    cdn_conf: PathBuf,
+
+    /// Validate cdn.yaml (and pingora.yaml if given with -c), print the result, and exit.
+    #[arg(long)]
+    check: bool,
+
+    /// Pingora's own options: -c pingora.yaml, -u (graceful upgrade), -d (daemon), -t (test config).
+    #[command(flatten)]
+    pingora: Opt,
+}
 
 fn main() {
-    let _ = Args::parse();
-    eprintln!("cdn-proxy is not implemented yet; run cdn-origin directly (see README.md)");
-    std::process::exit(2);
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = match config::Config::load(&args.cdn_conf) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("cdn-proxy: invalid configuration: {e}");
+            std::process::exit(2);
+        }
+    };
+    if args.check {
+        // Pingora's parser validates pingora.yaml the same way -t does.
+        if let Err(e) = Server::new(Some(Opt {
+            test: false,
+            ..args.pingora
+        })) {
+            eprintln!("cdn-proxy: invalid Pingora configuration: {e}");
+            std::process::exit(2);
+        }
+        println!("{}: ok", args.cdn_conf.display());
+        return;
+    }
+    if let Err(e) = run(args, config) {
+        eprintln!("cdn-proxy: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: Args, config: config::Config) -> anyhow::Result<()> {
+    let mut server = Server::new(Some(args.pingora))?;
+    server.bootstrap();
+
+    let listen = config.listen.clone();
+    let admin_listen = config.admin_listen;
+    let config = Arc::new(ArcSwap::from_pointee(config));
+    let registry = Arc::new(origins::Registry::default());
+    let discovery = discovery::Discovery::new(config.clone(), registry.clone());
+    let shared = select::Shared {
+        config: config.clone(),
+        registry: registry.clone(),
+    };
+    let lb = Arc::new(LoadBalancer::<select::Selector>::from_backends_with_config(
+        Backends::new(Box::new(discovery)),
+        Some(shared),
+    ));
+    let metrics = Arc::new(metrics::Metrics::new()?);
+    let snapshot = Arc::new(ArcSwap::from_pointee(metrics::Snapshot::default()));
+    let budget = Arc::new(retry_budget::RetryBudget::default());
+    let rediscover = Arc::new(tokio::sync::Notify::new());
+
+    let edge = proxy::Edge {
+        lb: lb.clone(),
+        registry: registry.clone(),
+        config: config.clone(),
+        metrics: metrics.clone(),
+        snapshot: snapshot.clone(),
+        budget: budget.clone(),
+    };
+    let mut public = pingora::proxy::http_proxy_service(&server.configuration, edge);
+    for addr in &listen {
+        public.add_tcp(&addr.to_string());
+    }
+    let mut admin = pingora::services::listening::Service::new(
+        "admin".to_string(),
+        pingora::apps::http_app::HttpServer::new_app(admin::Admin {
+            registry: registry.clone(),
+        }),
+    );
+    admin.add_tcp(&admin_listen.to_string());
+
+    let monitor = monitor::Monitor {
+        lb,
+        registry: registry.clone(),
+        config: config.clone(),
+        rediscover: rediscover.clone(),
+        budget,
+    };
+    let snapshotter = metrics::Snapshotter {
+        metrics,
+        registry,
+        config: config.clone(),
+        latest: snapshot,
+    };
+    let reloader = reload::Reloader {
+        path: args.cdn_conf,
+        config,
+        rediscover,
+    };
+
+    server.add_service(public);
+    server.add_service(admin);
+    server.add_service(background_service("monitor", monitor));
+    server.add_service(background_service("snapshots", snapshotter));
+    server.add_service(background_service("reload", reloader));
+    tracing::info!(?listen, %admin_listen, "cdn-proxy starting");
+    server.run_forever()
 }

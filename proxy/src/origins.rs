@@ -42,7 +42,7 @@ impl AtomicF64 {
         self.0.store(v.to_bits(), Relaxed)
     }
     /// Applies `f` atomically (compare-and-swap loop).
-    pub fn update(&self, f: impl Fn(f64) -> f64) {
+    pub fn update(&self, mut f: impl FnMut(f64) -> f64) {
         let _ = self
             .0
             .fetch_update(Relaxed, Relaxed, |b| Some(f(f64::from_bits(b)).to_bits()));
@@ -91,6 +91,8 @@ pub struct Origin {
     ttfb_at: AtomicU64,
     peak_ewma: AtomicF64,
     peak_at: AtomicU64,
+    /// The EWMA time constant in ms, from the config of the last sample.
+    decay_ms: AtomicU64,
 
     cpu: AtomicF64,
     mem: AtomicF64,
@@ -112,6 +114,7 @@ pub struct Origin {
     consecutive_failures: AtomicU32,
 
     capacity: AtomicF64,
+    capacity_override: AtomicF64,
     tier: AtomicU8,
     score: AtomicF64,
 }
@@ -132,6 +135,7 @@ impl Origin {
             ttfb_at: AtomicU64::new(0),
             peak_ewma: AtomicF64::default(),
             peak_at: AtomicU64::new(0),
+            decay_ms: AtomicU64::new(10_000),
             cpu: AtomicF64::default(),
             mem: AtomicF64::default(),
             load_at: AtomicU64::new(0),
@@ -149,6 +153,7 @@ impl Origin {
             ejections: AtomicU32::new(0),
             consecutive_failures: AtomicU32::new(0),
             capacity: AtomicF64::new(capacity),
+            capacity_override: AtomicF64::default(),
             tier: AtomicU8::new(0),
             score: AtomicF64::default(),
         }
@@ -171,6 +176,8 @@ impl Origin {
     /// Time to first byte of a response, feeding both EWMAs.
     pub fn observe_ttfb(&self, ttfb: Duration, decay: Duration) {
         let now = now_ms();
+        self.decay_ms
+            .store(decay.as_millis().max(1) as u64, Relaxed);
         let sample = ttfb.as_secs_f64();
         let tau = decay.as_secs_f64().max(1e-3);
         let dt =
@@ -276,9 +283,14 @@ impl Origin {
         self.gone.store(gone, Relaxed);
     }
 
-    /// Sets the capacity weight.
-    pub fn set_capacity(&self, c: f64) {
+    /// Sets the capacity from the config (discovery does, every round).
+    pub fn set_configured_capacity(&self, c: f64) {
         self.capacity.set(c);
+    }
+
+    /// Sets an operator's capacity, which wins over the config; `None` clears it.
+    pub fn set_capacity_override(&self, c: Option<f64>) {
+        self.capacity_override.set(c.unwrap_or(0.0));
     }
 
     // ----- reads -----
@@ -324,13 +336,20 @@ impl Origin {
     pub fn rate(&self) -> f64 {
         self.rate.rate(&())
     }
-    /// EWMA of time to first byte, seconds.
+    /// EWMA of time to first byte, seconds, decayed by the time since the
+    /// last sample (as Linkerd's peak EWMA decays on read): an origin that
+    /// stops being picked looks cheaper over time and gets probed again,
+    /// instead of being starved by one old slow sample.
     pub fn ttfb_ewma(&self) -> f64 {
-        self.ttfb_ewma.get()
+        self.decayed(&self.ttfb_ewma, &self.ttfb_at)
     }
-    /// Peak EWMA of time to first byte, seconds.
+    /// Peak EWMA of time to first byte, seconds, decayed the same way.
     pub fn peak_ewma(&self) -> f64 {
-        self.peak_ewma.get()
+        self.decayed(&self.peak_ewma, &self.peak_at)
+    }
+    fn decayed(&self, value: &AtomicF64, at: &AtomicU64) -> f64 {
+        let age = now_ms().saturating_sub(at.load(Relaxed)) as f64;
+        value.get() * (-age / self.decay_ms.load(Relaxed) as f64).exp()
     }
     /// Reported CPU utilization.
     pub fn cpu(&self) -> f64 {
@@ -345,9 +364,19 @@ impl Origin {
         let at = self.load_at.load(Relaxed);
         (at > 0).then(|| now_ms().saturating_sub(at))
     }
-    /// Capacity weight.
+    /// Capacity weight: the operator's if set, else the config's.
     pub fn capacity(&self) -> f64 {
-        self.capacity.get()
+        let o = self.capacity_override.get();
+        if o > 0.0 {
+            o
+        } else {
+            self.capacity.get()
+        }
+    }
+
+    /// Whether an operator has drained this origin.
+    pub fn operator_drained(&self) -> bool {
+        self.operator_drain.load(Relaxed)
     }
     /// Unix time (ms) of the last active check and whether it passed.
     pub fn last_check(&self) -> (u64, bool) {

@@ -122,11 +122,6 @@ impl Selector {
             PolicyName::Consistent => &self.consistent,
         }
     }
-
-    /// The origins this selector chooses among.
-    pub fn origins(&self) -> &[Arc<Origin>] {
-        &self.origins
-    }
 }
 
 impl BackendSelection for Selector {

@@ -17,7 +17,7 @@ const TICKS_PER_SEC: usize = 100;
 const SECONDS: usize = 20;
 
 struct Outcome {
-    /// Per tick: max over origins of in-flight/capacity, divided by the mean of it.
+    /// Per tick, after arrivals: max over origins of in-flight/capacity, divided by the mean of it.
     imbalance: Vec<f64>,
     completed: u64,
 }
@@ -45,6 +45,16 @@ fn simulate(load: f64, mut pick: impl FnMut(&[Arc<Origin>], &[(f64, i64)]) -> us
             let i = pick(&origins, &snapshot);
             origins[i].start_request();
         }
+        // The load each origin faces this tick: in flight after arrivals, per unit of capacity.
+        if tick >= 2 * TICKS_PER_SEC {
+            let norm: Vec<f64> = origins
+                .iter()
+                .map(|o| o.inflight() as f64 / o.capacity())
+                .collect();
+            let mean = norm.iter().sum::<f64>() / norm.len() as f64;
+            let max = norm.iter().cloned().fold(0.0, f64::max);
+            imbalance.push(max / mean);
+        }
         for (i, o) in origins.iter().enumerate() {
             let can = (CAPACITIES[i] * SERVICE_PER_UNIT) as i64;
             let done = o.inflight().min(can);
@@ -65,15 +75,6 @@ fn simulate(load: f64, mut pick: impl FnMut(&[Arc<Origin>], &[(f64, i64)]) -> us
                 snapshot[i] = (cpu, o.inflight());
                 busy_in_second[i] = 0.0;
             }
-        }
-        if tick >= 2 * TICKS_PER_SEC {
-            let norm: Vec<f64> = origins
-                .iter()
-                .map(|o| o.inflight() as f64 / o.capacity())
-                .collect();
-            let mean = norm.iter().sum::<f64>() / norm.len() as f64;
-            let max = norm.iter().cloned().fold(0.0, f64::max);
-            imbalance.push(if mean > 0.0 { max / mean } else { 1.0 });
         }
     }
     Outcome {

@@ -4,11 +4,16 @@
 //! original formula on fresh inputs) and placed in a tier with hysteresis;
 //! traffic goes to the lowest tier. Inside that tier the pick is a power of
 //! two choices on a live cost, never argmin and never uniform: two
-//! capacity-weighted candidates, and the one with the lower
-//! `(in_flight + 1) × ttfb_ewma / capacity` wins. Scores built on once-a-second
-//! load reports would otherwise send every request of that second to the
-//! same "best" origin (herding); the live in-flight count breaks the tie
-//! request by request.
+//! capacity-weighted candidates, and the one with the clearly lower
+//! `(in_flight + 1) / capacity × (1 + ttfb_ewma / response_time_ceiling)`
+//! wins. Scores built on once-a-second load reports would otherwise send
+//! every request of that second to the same "best" origin (herding); the
+//! live in-flight count breaks the tie request by request.
+//!
+//! "Clearly": costs within [`TIE`] of each other are a tie, and a tie goes
+//! to the first (capacity-weighted random) candidate. With two origins in a
+//! tier both are always compared, and a strict comparison of two idle
+//! origins' sub-millisecond latencies would be argmin on noise, starving one.
 
 use super::{weighted_random, Policy};
 use crate::config::Selection;
@@ -18,10 +23,13 @@ use std::sync::Arc;
 /// The tier policy (the default).
 pub struct Tier;
 
+/// Costs closer than this ratio are a tie.
+pub const TIE: f64 = 0.05;
+
 /// The live cost compared inside a tier.
-pub(crate) fn live_cost(o: &Origin) -> f64 {
-    let latency = o.ttfb_ewma().max(0.001);
-    (o.inflight() as f64 + 1.0) * latency / o.capacity().max(1e-9)
+pub(crate) fn live_cost(o: &Origin, cfg: &Selection) -> f64 {
+    let latency = 1.0 + o.ttfb_ewma() / cfg.ceilings.response_time.as_secs_f64();
+    (o.inflight() as f64 + 1.0) / o.capacity().max(1e-9) * latency
 }
 
 impl Policy for Tier {
@@ -41,7 +49,7 @@ impl Policy for Tier {
         let a = weighted_random(origins, &in_tier, rng)?;
         let b = weighted_random(origins, &|i| i != a && in_tier(i), rng);
         Some(match b {
-            Some(b) if live_cost(&origins[b]) < live_cost(&origins[a]) => b,
+            Some(b) if live_cost(&origins[b], cfg) < live_cost(&origins[a], cfg) * (1.0 - TIE) => b,
             _ => a,
         })
     }

@@ -1,0 +1,155 @@
+//! The operator listener (loopback by default, separate from the public
+//! one): list origins, drain or undrain one, set its capacity weight.
+//!
+//! - `GET /origins`: JSON list
+//! - `POST /origins/{ip:port}/drain`, `POST /origins/{ip:port}/undrain`
+//! - `POST /origins/{ip:port}/capacity` with `{"capacity": 2.0}` (`null` returns to the config's)
+
+use crate::origins::{Origin, Registry, State};
+use async_trait::async_trait;
+use http::{Method, Response, StatusCode};
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// The admin HTTP app.
+pub struct Admin {
+    /// Every origin.
+    pub registry: Arc<Registry>,
+}
+
+#[derive(Serialize)]
+struct OriginView<'a> {
+    address: &'a str,
+    source: &'a str,
+    state: State,
+    operator_drained: bool,
+    capacity: f64,
+    in_flight: i64,
+    requests_total: u64,
+    errors_total: u64,
+}
+
+impl<'a> From<&'a Origin> for OriginView<'a> {
+    fn from(o: &'a Origin) -> Self {
+        OriginView {
+            address: &o.label,
+            source: &o.source,
+            state: o.state(),
+            operator_drained: o.operator_drained(),
+            capacity: o.capacity(),
+            in_flight: o.inflight(),
+            requests_total: o.requests(),
+            errors_total: o.errors(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CapacityBody {
+    capacity: Option<f64>,
+}
+
+fn reply(status: StatusCode, body: Vec<u8>, content_type: &str) -> Response<Vec<u8>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .header("content-length", body.len())
+        .body(body)
+        .unwrap_or_else(|_| Response::new(Vec::new()))
+}
+
+fn text(status: StatusCode, msg: &str) -> Response<Vec<u8>> {
+    reply(status, format!("{msg}\n").into_bytes(), "text/plain")
+}
+
+fn json(value: &impl Serialize) -> Response<Vec<u8>> {
+    reply(
+        StatusCode::OK,
+        serde_json::to_vec(value).unwrap_or_default(),
+        "application/json",
+    )
+}
+
+impl Admin {
+    async fn route(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let method = session.req_header().method.clone();
+        let path = session.req_header().uri.path().to_string();
+        if path == "/origins" {
+            if method != Method::GET {
+                return text(StatusCode::METHOD_NOT_ALLOWED, "use GET");
+            }
+            let all = self.registry.all();
+            return json(
+                &all.iter()
+                    .map(|o| OriginView::from(&**o))
+                    .collect::<Vec<_>>(),
+            );
+        }
+        let Some((addr, action)) = path
+            .strip_prefix("/origins/")
+            .and_then(|r| r.split_once('/'))
+        else {
+            return text(
+                StatusCode::NOT_FOUND,
+                "endpoints: GET /origins, POST /origins/{ip:port}/drain|undrain|capacity",
+            );
+        };
+        if method != Method::POST {
+            return text(StatusCode::METHOD_NOT_ALLOWED, "use POST");
+        }
+        let Some(origin) = addr
+            .parse::<SocketAddr>()
+            .ok()
+            .and_then(|a| self.registry.get(&a))
+        else {
+            return text(
+                StatusCode::NOT_FOUND,
+                &format!("no origin {addr}; GET /origins lists them"),
+            );
+        };
+        match action {
+            "drain" => origin.set_operator_drain(true),
+            "undrain" => origin.set_operator_drain(false),
+            "capacity" => {
+                let body = read_body(session).await;
+                match serde_json::from_slice::<CapacityBody>(&body) {
+                    Ok(CapacityBody { capacity: Some(c) }) if c.is_finite() && c > 0.0 => {
+                        origin.set_capacity_override(Some(c))
+                    }
+                    Ok(CapacityBody { capacity: None }) => origin.set_capacity_override(None),
+                    _ => {
+                        return text(
+                            StatusCode::BAD_REQUEST,
+                            "body must be {\"capacity\": <number above 0>} or {\"capacity\": null}",
+                        )
+                    }
+                }
+            }
+            _ => return text(StatusCode::NOT_FOUND, "actions: drain, undrain, capacity"),
+        }
+        tracing::info!(origin = %origin.label, action, "operator change");
+        json(&OriginView::from(&*origin))
+    }
+}
+
+async fn read_body(session: &mut ServerSession) -> Vec<u8> {
+    let mut body = Vec::new();
+    while let Ok(Some(chunk)) = session.read_request_body().await {
+        body.extend_from_slice(&chunk);
+        if body.len() > 16 * 1024 {
+            break;
+        }
+    }
+    body
+}
+
+#[async_trait]
+impl ServeHttp for Admin {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        self.route(session).await
+    }
+}

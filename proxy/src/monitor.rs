@@ -1,0 +1,93 @@
+//! The background service that keeps every origin's health and load fresh:
+//! an HTTP check of each origin's health path every `health.interval` (the
+//! answer also carries the origin's load report, which keeps idle origins'
+//! figures current), rise/fall thresholds, the return of ejected origins,
+//! and discovery refreshes every `discovery.interval` or on reload.
+
+use crate::config::Config;
+use crate::origins::{Origin, Registry};
+use crate::select::Selector;
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use cdn_types::{LoadReport, LOAD_HEADER};
+use pingora::lb::LoadBalancer;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::Notify;
+
+/// Health checks and discovery refreshes.
+pub struct Monitor {
+    /// The load balancer whose backends discovery refreshes.
+    pub lb: Arc<LoadBalancer<Selector>>,
+    /// Every origin.
+    pub registry: Arc<Registry>,
+    /// The live config.
+    pub config: Arc<ArcSwap<Config>>,
+    /// Notified on reload: rediscover now.
+    pub rediscover: Arc<Notify>,
+    /// Refills the retry budget once a second.
+    pub budget: Arc<crate::retry_budget::RetryBudget>,
+}
+
+impl Monitor {
+    async fn check(client: &reqwest::Client, o: &Origin, cfg: &Config) {
+        let url = format!("http://{}{}", o.addr, cfg.health.path);
+        let result = match client.get(&url).timeout(cfg.health.timeout).send().await {
+            Ok(resp) => {
+                if let Some(report) = resp
+                    .headers()
+                    .get(LOAD_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| LoadReport::parse_orca_text(v).ok())
+                {
+                    o.set_load(&report);
+                }
+                match resp.status().as_u16() {
+                    200..=299 => Some(true),
+                    503 => Some(false),
+                    _ => None,
+                }
+            }
+            Err(_) => None,
+        };
+        o.record_check(result, cfg.health.rise, cfg.health.fall);
+    }
+}
+
+#[async_trait]
+impl BackgroundService for Monitor {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(1)
+            .build()
+            .expect("an HTTP client with default settings");
+        let mut last_discovery: Option<Instant> = None;
+        let mut last_refill = Instant::now();
+        loop {
+            let cfg = self.config.load_full();
+            if last_discovery.is_none_or(|t| t.elapsed() >= cfg.discovery.interval) {
+                if let Err(e) = self.lb.update().await {
+                    tracing::warn!("discovery failed: {e}");
+                }
+                last_discovery = Some(Instant::now());
+            }
+            let origins = self.registry.all();
+            let checks = origins.iter().map(|o| Self::check(&client, o, &cfg));
+            futures_util::future::join_all(checks).await;
+            // Keep every origin's score and tier current for display, whatever the policy.
+            for o in &origins {
+                o.rate_tier(&cfg.selection);
+            }
+            let elapsed = last_refill.elapsed();
+            last_refill = Instant::now();
+            self.budget.refill(elapsed, &cfg.retry);
+            tokio::select! {
+                () = tokio::time::sleep(cfg.health.interval) => {}
+                () = self.rediscover.notified() => last_discovery = None,
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}

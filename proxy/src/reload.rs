@@ -1,0 +1,52 @@
+//! SIGHUP reloads `cdn.yaml`: a valid file is swapped in atomically (requests
+//! in flight keep the config they started with) and discovery runs at once;
+//! an invalid one is logged and the old config stays. Listeners are bound at
+//! start and do not change on reload (use Pingora's graceful upgrade, `-u`).
+
+use crate::config::Config;
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::Notify;
+
+/// Reloads the config on SIGHUP.
+pub struct Reloader {
+    /// The file to read.
+    pub path: PathBuf,
+    /// Where the config lives.
+    pub config: Arc<ArcSwap<Config>>,
+    /// Tells the monitor to rediscover now.
+    pub rediscover: Arc<Notify>,
+}
+
+#[async_trait]
+impl BackgroundService for Reloader {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            tracing::error!("cannot listen for SIGHUP; reload is unavailable");
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = hup.recv() => {}
+                _ = shutdown.changed() => return,
+            }
+            match Config::load(&self.path) {
+                Ok(new) => {
+                    let old = self.config.load();
+                    if new.listen != old.listen || new.admin_listen != old.admin_listen {
+                        tracing::warn!("listener changes need a restart or a graceful upgrade (-u); the rest is applied");
+                    }
+                    self.config.store(Arc::new(new));
+                    self.rediscover.notify_one();
+                    tracing::info!(file = %self.path.display(), "configuration reloaded");
+                }
+                Err(e) => tracing::error!("reload refused, keeping the running configuration: {e}"),
+            }
+        }
+    }
+}

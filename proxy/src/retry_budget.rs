@@ -1,0 +1,71 @@
+//! A retry budget, as Linkerd's: retries may add at most `budget_ratio` of
+//! the request volume, plus `budget_min_per_sec`, so a failing fleet is not
+//! hit by a retry storm.
+
+use crate::config::Retry;
+use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
+use std::time::Duration;
+
+/// One retry, in milli-tokens (integers, so ten deposits of 0.2 make exactly two).
+const TOKEN: i64 = 1000;
+/// Most retries saved up.
+const MAX_TOKENS: i64 = 1000 * TOKEN;
+
+/// Tokens: each request deposits `budget_ratio`, a retry withdraws one.
+#[derive(Default)]
+pub struct RetryBudget {
+    milli: AtomicI64,
+}
+
+impl RetryBudget {
+    /// A request arrived.
+    pub fn deposit(&self, cfg: &Retry) {
+        self.add((cfg.budget_ratio * TOKEN as f64).round() as i64);
+    }
+
+    /// Takes one retry token if there is one.
+    pub fn try_withdraw(&self) -> bool {
+        self.milli
+            .fetch_update(Relaxed, Relaxed, |t| (t >= TOKEN).then_some(t - TOKEN))
+            .is_ok()
+    }
+
+    /// Adds the always-allowed retries for `elapsed` time.
+    pub fn refill(&self, elapsed: Duration, cfg: &Retry) {
+        self.add((cfg.budget_min_per_sec * elapsed.as_secs_f64() * TOKEN as f64).round() as i64);
+    }
+
+    fn add(&self, n: i64) {
+        let _ = self
+            .milli
+            .fetch_update(Relaxed, Relaxed, |t| Some((t + n).min(MAX_TOKENS)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_are_bounded_by_the_ratio_plus_the_floor() {
+        let cfg = Retry {
+            attempts: 3,
+            budget_ratio: 0.2,
+            budget_min_per_sec: 0.0,
+        };
+        let b = RetryBudget::default();
+        for _ in 0..10 {
+            b.deposit(&cfg);
+        }
+        assert!(b.try_withdraw());
+        assert!(b.try_withdraw());
+        assert!(!b.try_withdraw(), "10 requests at 20% allow 2 retries");
+        let cfg = Retry {
+            budget_min_per_sec: 5.0,
+            ..cfg
+        };
+        b.refill(Duration::from_secs(1), &cfg);
+        assert!((0..5).all(|_| b.try_withdraw()));
+        assert!(!b.try_withdraw());
+    }
+}
