@@ -47,10 +47,16 @@ impl<'a> From<&'a Origin> for OriginView<'a> {
     }
 }
 
+/// `{"capacity": 2.0}` sets, `{"capacity": null}` clears; the key is required.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CapacityBody {
+    #[serde(deserialize_with = "required_nullable")]
     capacity: Option<f64>,
+}
+
+fn required_nullable<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    Option::<f64>::deserialize(d)
 }
 
 fn reply(status: StatusCode, body: Vec<u8>, content_type: &str) -> Response<Vec<u8>> {

@@ -108,7 +108,7 @@ fn run(args: Args, config: config::Config) -> anyhow::Result<()> {
         config: config.clone(),
         metrics: metrics.clone(),
         snapshot: snapshot.clone(),
-        budget: budget.clone(),
+        budget,
     };
     let mut public = pingora::proxy::http_proxy_service(&server.configuration, edge);
     for addr in &listen {
@@ -127,7 +127,6 @@ fn run(args: Args, config: config::Config) -> anyhow::Result<()> {
         registry: registry.clone(),
         config: config.clone(),
         rediscover: rediscover.clone(),
-        budget,
     };
     let snapshotter = metrics::Snapshotter {
         metrics,

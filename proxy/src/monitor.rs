@@ -27,8 +27,6 @@ pub struct Monitor {
     pub config: Arc<ArcSwap<Config>>,
     /// Notified on reload: rediscover now.
     pub rediscover: Arc<Notify>,
-    /// Refills the retry budget once a second.
-    pub budget: Arc<crate::retry_budget::RetryBudget>,
 }
 
 impl Monitor {
@@ -64,7 +62,6 @@ impl BackgroundService for Monitor {
             .build()
             .expect("an HTTP client with default settings");
         let mut last_discovery: Option<Instant> = None;
-        let mut last_refill = Instant::now();
         loop {
             let cfg = self.config.load_full();
             if last_discovery.is_none_or(|t| t.elapsed() >= cfg.discovery.interval) {
@@ -80,9 +77,6 @@ impl BackgroundService for Monitor {
             for o in &origins {
                 o.rate_tier(&cfg.selection);
             }
-            let elapsed = last_refill.elapsed();
-            last_refill = Instant::now();
-            self.budget.refill(elapsed, &cfg.retry);
             tokio::select! {
                 () = tokio::time::sleep(cfg.health.interval) => {}
                 () = self.rediscover.notified() => last_discovery = None,

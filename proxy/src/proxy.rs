@@ -72,7 +72,7 @@ impl Edge {
         session.req_header().method.is_idempotent()
             && session.response_written().is_none()
             && ctx.tried.len() < cfg.retry.attempts as usize
-            && self.budget.try_withdraw()
+            && self.budget.try_withdraw(&cfg.retry)
     }
 
     async fn respond(

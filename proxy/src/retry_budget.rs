@@ -3,18 +3,21 @@
 //! hit by a retry storm.
 
 use crate::config::Retry;
-use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
-use std::time::Duration;
+use crate::origins::now_ms;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
 /// One retry, in milli-tokens (integers, so ten deposits of 0.2 make exactly two).
 const TOKEN: i64 = 1000;
 /// Most retries saved up.
 const MAX_TOKENS: i64 = 1000 * TOKEN;
 
-/// Tokens: each request deposits `budget_ratio`, a retry withdraws one.
+/// Tokens: each request deposits `budget_ratio`, time adds `budget_min_per_sec`,
+/// a retry withdraws one.
 #[derive(Default)]
 pub struct RetryBudget {
     milli: AtomicI64,
+    /// When the time-based floor was last added (ms since start).
+    floor_at: AtomicU64,
 }
 
 impl RetryBudget {
@@ -23,16 +26,17 @@ impl RetryBudget {
         self.add((cfg.budget_ratio * TOKEN as f64).round() as i64);
     }
 
-    /// Takes one retry token if there is one.
-    pub fn try_withdraw(&self) -> bool {
+    /// Takes one retry token if there is one (adding the floor accrued since last time first).
+    pub fn try_withdraw(&self, cfg: &Retry) -> bool {
+        self.accrue(now_ms(), cfg);
         self.milli
             .fetch_update(Relaxed, Relaxed, |t| (t >= TOKEN).then_some(t - TOKEN))
             .is_ok()
     }
 
-    /// Adds the always-allowed retries for `elapsed` time.
-    pub fn refill(&self, elapsed: Duration, cfg: &Retry) {
-        self.add((cfg.budget_min_per_sec * elapsed.as_secs_f64() * TOKEN as f64).round() as i64);
+    fn accrue(&self, now: u64, cfg: &Retry) {
+        let elapsed_ms = now.saturating_sub(self.floor_at.swap(now, Relaxed));
+        self.add((cfg.budget_min_per_sec * elapsed_ms as f64).round() as i64);
     }
 
     fn add(&self, n: i64) {
@@ -57,15 +61,18 @@ mod tests {
         for _ in 0..10 {
             b.deposit(&cfg);
         }
-        assert!(b.try_withdraw());
-        assert!(b.try_withdraw());
-        assert!(!b.try_withdraw(), "10 requests at 20% allow 2 retries");
+        assert!(b.try_withdraw(&cfg));
+        assert!(b.try_withdraw(&cfg));
+        assert!(!b.try_withdraw(&cfg), "10 requests at 20% allow 2 retries");
+        // The floor accrues with time: 5 per second.
         let cfg = Retry {
             budget_min_per_sec: 5.0,
             ..cfg
         };
-        b.refill(Duration::from_secs(1), &cfg);
-        assert!((0..5).all(|_| b.try_withdraw()));
-        assert!(!b.try_withdraw());
+        let t0 = b.floor_at.load(Relaxed);
+        b.accrue(t0 + 1000, &cfg);
+        b.floor_at.store(u64::MAX, Relaxed); // no more accrual during the assertions
+        assert!((0..5).all(|_| b.try_withdraw(&cfg)));
+        assert!(!b.try_withdraw(&cfg));
     }
 }

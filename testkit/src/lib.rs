@@ -24,6 +24,23 @@ pub fn workspace_bin(name: &str) -> PathBuf {
     profile_dir.join(name)
 }
 
+/// [`workspace_bin`], built first with `cargo build -p <package>` if it is
+/// missing (`cargo test -p` builds only the tested package's binaries).
+pub fn workspace_bin_built(name: &str, package: &str) -> PathBuf {
+    static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let path = workspace_bin(name);
+    let _one_at_a_time = BUILD.lock().unwrap_or_else(|p| p.into_inner());
+    if !path.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let st = Command::new(cargo)
+            .args(["build", "-p", package, "--bin", name])
+            .status()
+            .expect("running cargo build");
+        assert!(st.success(), "cargo build -p {package} failed");
+    }
+    path
+}
+
 /// Raises this test process's open-file limit so hundreds of connections fit.
 pub fn raise_fd_limit() {
     let _ = rlimit::increase_nofile_limit(u64::MAX);
@@ -129,6 +146,61 @@ impl Server {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+impl Server {
+    /// Starts `bin` with `args` for a server that listens on a known `addr`
+    /// and is ready when `GET ready_path` answers 200 (polled, with a deadline).
+    pub fn start_ready(
+        bin: &Path,
+        args: &[&str],
+        addr: SocketAddr,
+        ready_path: &str,
+    ) -> anyhow::Result<Server> {
+        let mut child = Command::new(bin)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let stdout = child.stdout.take().context("child stdout")?;
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Ok(r) = raw_get(addr, ready_path) {
+                if r.status == 200 {
+                    break;
+                }
+            }
+            if let Some(st) = child.try_wait()? {
+                bail!("{} exited with {st} before it was ready", bin.display());
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                bail!(
+                    "{} was not ready on {addr}{ready_path} within {START_TIMEOUT:?}",
+                    bin.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(Server {
+            child,
+            addr,
+            _stdout: BufReader::new(stdout),
+        })
+    }
+}
+
+/// A loopback port that was free a moment ago (for servers that cannot report the port they bind).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
 }
 
 impl Drop for Server {

@@ -1,0 +1,113 @@
+//! Distribution follows load: an origin that answers slowly gets clearly
+//! less traffic; drained origins get none; the admin API works.
+
+mod common;
+use common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_origin_gets_clearly_less_traffic() {
+    let media = MediaFixture::new().unwrap();
+    let origins = start_origins(&media, 3);
+    let addrs: Vec<_> = origins.iter().map(|o| o.addr).collect();
+    let edge = start_proxy(&default_sections(&addrs), 3);
+    let http = client();
+    set_faults(&http, &origins[0], r#"{"latency_ms": 100}"#).await;
+    let (served, failed) = spread(&edge, "/videos/clip.mp4", 600, 24).await;
+    assert_eq!(failed, 0);
+    let slow = served.get(&addrs[0].to_string()).copied().unwrap_or(0);
+    let fast: Vec<usize> = addrs[1..]
+        .iter()
+        .map(|a| served.get(&a.to_string()).copied().unwrap_or(0))
+        .collect();
+    println!("served: {served:?}");
+    // A fair share would be 200; the slow origin must get clearly less than either fast one.
+    assert!(
+        slow * 3 < fast[0] && slow * 3 < fast[1],
+        "slow origin got {slow}, fast ones {fast:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_origin_takes_a_share_at_idle() {
+    let media = MediaFixture::new().unwrap();
+    let origins = start_origins(&media, 3);
+    let addrs: Vec<_> = origins.iter().map(|o| o.addr).collect();
+    let edge = start_proxy(&default_sections(&addrs), 3);
+    // One request at a time: no in-flight signal, so this is where argmin on noise would starve an origin.
+    let (served, failed) = spread(&edge, "/videos/clip.mp4", 300, 1).await;
+    assert_eq!(failed, 0);
+    for a in &addrs {
+        let n = served.get(&a.to_string()).copied().unwrap_or(0);
+        assert!(n >= 30, "{a} got {n} of 300: {served:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_drain_undrain_and_capacity() {
+    let media = MediaFixture::new().unwrap();
+    let origins = start_origins(&media, 2);
+    let addrs: Vec<_> = origins.iter().map(|o| o.addr).collect();
+    let edge = start_proxy(&default_sections(&addrs), 2);
+    let http = client();
+    let admin = format!("http://{}", edge.admin);
+    let list: serde_json::Value = http
+        .get(format!("{admin}/origins"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 2);
+
+    let r = http
+        .post(format!("{admin}/origins/{}/drain", addrs[0]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        origin_state(&edge, addrs[0]).as_deref().map(|_| ()),
+        Some(())
+    );
+    testkit::wait_for("drained state", std::time::Duration::from_secs(5), || {
+        (origin_state(&edge, addrs[0]).as_deref() == Some("draining")).then_some(())
+    });
+    let (served, failed) = spread(&edge, "/", 100, 10).await;
+    assert_eq!(failed, 0);
+    assert_eq!(
+        served.get(&addrs[0].to_string()),
+        None,
+        "a drained origin gets no new requests: {served:?}"
+    );
+
+    assert_eq!(
+        http.post(format!("{admin}/origins/{}/undrain", addrs[0]))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let r = http
+        .post(format!("{admin}/origins/{}/capacity", addrs[1]))
+        .body(r#"{"capacity": 3.5}"#)
+        .send()
+        .await
+        .unwrap();
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["capacity"], 3.5);
+    let r = http
+        .post(format!("{admin}/origins/{}/capacity", addrs[1]))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = http
+        .post(format!("{admin}/origins/10.9.9.9:1/drain"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}

@@ -1,0 +1,211 @@
+//! Starts real `cdn-origin`s and the real `cdn-proxy` on loopback ports.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering::SeqCst;
+use std::time::Duration;
+pub use testkit::{MediaFixture, Server};
+
+/// Starts one `cdn-origin` over `media` on `listen` (port 0 for any).
+pub fn start_origin_at(media: &MediaFixture, listen: &str, extra: &[&str]) -> Server {
+    testkit::raise_fd_limit();
+    let bin = testkit::workspace_bin_built("cdn-origin", "cdn-origin");
+    let dir = media.path_str();
+    let mut args = vec![
+        "--listen",
+        listen,
+        "--media",
+        &dir,
+        "--default",
+        "clip.mp4",
+        "--fault-admin",
+    ];
+    args.extend_from_slice(extra);
+    Server::start(&bin, &args).expect("cdn-origin starts")
+}
+
+/// Starts `n` origins on free ports.
+pub fn start_origins(media: &MediaFixture, n: usize) -> Vec<Server> {
+    (0..n)
+        .map(|_| start_origin_at(media, "127.0.0.1:0", &[]))
+        .collect()
+}
+
+/// A running proxy and the files it was started with.
+pub struct Edge {
+    pub server: Server,
+    pub admin: SocketAddr,
+    pub cdn_yaml: PathBuf,
+    pub dir: tempfile::TempDir,
+}
+
+impl Edge {
+    pub fn url(&self) -> String {
+        self.server.url()
+    }
+}
+
+/// The cdn.yaml sections tests use by default: fast health checks and short timeouts.
+pub fn default_sections(origins: &[SocketAddr]) -> BTreeMap<&'static str, String> {
+    let list: String = origins
+        .iter()
+        .map(|a| format!("\n  - address: {a}"))
+        .collect();
+    BTreeMap::from([
+        ("origins", list),
+        (
+            "health",
+            "{interval: 200ms, timeout: 500ms, rise: 1, fall: 1}".into(),
+        ),
+        ("discovery", "{interval: 500ms}".into()),
+        ("timeouts", "{connect: 500ms, read: 2s, idle: 30s}".into()),
+        (
+            "retry",
+            "{attempts: 3, budget_ratio: 0.5, budget_min_per_sec: 50}".into(),
+        ),
+    ])
+}
+
+/// Renders cdn.yaml with the proxy's ports and the given sections.
+pub fn render(public: u16, admin: u16, sections: &BTreeMap<&'static str, String>) -> String {
+    let mut y = format!("listen: [\"127.0.0.1:{public}\"]\nadmin_listen: 127.0.0.1:{admin}\n");
+    for (k, v) in sections {
+        y.push_str(&format!("{k}: {v}\n"));
+    }
+    y
+}
+
+/// Starts the proxy with `sections` and waits until `expect_up` origins are up.
+pub fn start_proxy(sections: &BTreeMap<&'static str, String>, expect_up: usize) -> Edge {
+    let dir = tempfile::tempdir().unwrap();
+    let (public, admin) = (testkit::free_port(), testkit::free_port());
+    let cdn_yaml = dir.path().join("cdn.yaml");
+    std::fs::write(&cdn_yaml, render(public, admin, sections)).unwrap();
+    let pingora_yaml = dir.path().join("pingora.yaml");
+    std::fs::write(
+        &pingora_yaml,
+        format!(
+            "---\nversion: 1\nthreads: 2\npid_file: {d}/proxy.pid\nupgrade_sock: {d}/upgrade.sock\n\
+             grace_period_seconds: 0\ngraceful_shutdown_timeout_seconds: 1\n",
+            d = dir.path().display()
+        ),
+    )
+    .unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{public}").parse().unwrap();
+    let server = Server::start_ready(
+        env!("CARGO_BIN_EXE_cdn-proxy").as_ref(),
+        &[
+            "--cdn-conf",
+            cdn_yaml.to_str().unwrap(),
+            "-c",
+            pingora_yaml.to_str().unwrap(),
+        ],
+        addr,
+        "/healthz",
+    )
+    .expect("cdn-proxy starts");
+    let edge = Edge {
+        server,
+        admin: format!("127.0.0.1:{admin}").parse().unwrap(),
+        cdn_yaml,
+        dir,
+    };
+    wait_origins_up(&edge, expect_up);
+    edge
+}
+
+/// GET /metrics from the proxy, parsed.
+pub fn metrics(edge: &Edge) -> serde_json::Value {
+    let r = testkit::raw_get(edge.server.addr, "/metrics").expect("GET /metrics");
+    serde_json::from_slice(&r.body).expect("/metrics is JSON")
+}
+
+/// Waits until the snapshot shows `n` origins up.
+pub fn wait_origins_up(edge: &Edge, n: usize) {
+    testkit::wait_for(&format!("{n} origins up"), Duration::from_secs(20), || {
+        (metrics(edge)["global"]["origins_up"] == n).then_some(())
+    });
+}
+
+/// The state the snapshot reports for the origin at `addr`.
+pub fn origin_state(edge: &Edge, addr: SocketAddr) -> Option<String> {
+    let m = metrics(edge);
+    m["origins"]
+        .as_array()?
+        .iter()
+        .find(|o| o["address"] == addr.to_string())
+        .map(|o| o["state"].as_str().unwrap_or("").to_string())
+}
+
+/// An async client.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// `POST` JSON to an origin's fault admin.
+pub async fn set_faults(http: &reqwest::Client, origin: &Server, json: &str) {
+    let r = http
+        .post(format!("{}/admin/faults", origin.url()))
+        .body(json.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+}
+
+/// Counts by `X-Served-By` over `n` GETs of `path` from `conc` clients,
+/// each sending its next request when the last one is done (a closed loop,
+/// as real clients do). Returns the counts and the number of failures.
+pub async fn spread(
+    edge: &Edge,
+    path: &str,
+    n: usize,
+    conc: usize,
+) -> (BTreeMap<String, usize>, usize) {
+    let http = client();
+    let url = format!("{}{path}", edge.url());
+    let left = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(n));
+    let workers = (0..conc).map(|_| {
+        let (http, url, left) = (http.clone(), url.clone(), left.clone());
+        tokio::spawn(async move {
+            let (mut served, mut failed) = (BTreeMap::<String, usize>::new(), 0);
+            while left
+                .fetch_update(SeqCst, SeqCst, |l| l.checked_sub(1))
+                .is_ok()
+            {
+                let res = async {
+                    let r = http
+                        .get(&url)
+                        .header("range", "bytes=0-1023")
+                        .send()
+                        .await
+                        .ok()?;
+                    let by = r.headers().get("x-served-by")?.to_str().ok()?.to_string();
+                    let ok = r.status() == 206;
+                    r.bytes().await.ok()?;
+                    ok.then_some(by)
+                };
+                match res.await {
+                    Some(by) => *served.entry(by).or_insert(0) += 1,
+                    None => failed += 1,
+                }
+            }
+            (served, failed)
+        })
+    });
+    let mut served = BTreeMap::new();
+    let mut failed = 0;
+    for w in futures_util::future::join_all(workers).await {
+        let (s, f) = w.expect("worker");
+        failed += f;
+        for (k, v) in s {
+            *served.entry(k).or_insert(0) += v;
+        }
+    }
+    (served, failed)
+}
