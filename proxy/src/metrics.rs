@@ -175,6 +175,8 @@ impl Metrics {
             self.tier.with_label_values(&[l]).set(tier as i64);
             self.cpu.with_label_values(&[l]).set(o.cpu());
             self.memory.with_label_values(&[l]).set(o.mem());
+            // Present at 0 before the first ejection, so rates and alerts have a series.
+            self.ejections.with_label_values(&[l]);
         }
         let mut out = Vec::with_capacity(16 * 1024);
         let _ = TextEncoder::new().encode(&prometheus::gather(), &mut out);

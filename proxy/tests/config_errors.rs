@@ -1,0 +1,96 @@
+//! The real binary refuses bad configuration with the file, the key and the fix.
+
+use std::process::Command;
+
+fn check(yaml: &str) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("cdn.yaml");
+    std::fs::write(&f, yaml).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_cdn-proxy"))
+        .args(["--check", "--cdn-conf", f.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    (
+        out.status.code().unwrap_or(-1),
+        text.replace(f.to_str().unwrap(), "FILE"),
+    )
+}
+
+#[test]
+fn check_accepts_the_shipped_config() {
+    let out = Command::new(env!("CARGO_BIN_EXE_cdn-proxy"))
+        .args([
+            "--check",
+            "--cdn-conf",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../conf/cdn.yaml"),
+        ])
+        .args([
+            "-c",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../conf/pingora.yaml"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).ends_with(": ok\n"));
+}
+
+#[test]
+fn bad_configs_are_refused_with_file_key_and_fix() {
+    let o = "origins:\n  - address: 127.0.0.1:9101\n";
+    let cases = [
+        (
+            format!("{o}colour: blue\n"),
+            "FILE: colour: unknown field `colour`",
+        ),
+        (
+            format!("{o}health:\n  rise: lots\n"),
+            "FILE: health.rise: invalid type",
+        ),
+        (
+            format!("{o}selection:\n  weights: {{cpu: 0.9}}\n"),
+            "FILE: selection.weights: weights sum to 1.6000; they must sum to 1.0",
+        ),
+        (
+            format!("{o}selection:\n  tier_bounds: [25, 75, 50]\n"),
+            "FILE: selection.tier_bounds: [25.0, 75.0, 50.0] must be strictly increasing",
+        ),
+        (
+            "origins:\n  - address: nowhere.invalid:80\n".to_string(),
+            "FILE: origins[0].address: \"nowhere.invalid:80\" does not resolve",
+        ),
+        (
+            format!("{o}listen: [\"127.0.0.1:8080\", \"127.0.0.1:8080\"]\n"),
+            "FILE: listen[1]: 127.0.0.1:8080 is listed twice",
+        ),
+        ("listen: [\n".to_string(), "FILE: "),
+    ];
+    for (yaml, want) in cases {
+        let (code, text) = check(&yaml);
+        assert_eq!(code, 2, "{yaml}: {text}");
+        assert!(
+            text.contains(want),
+            "for\n{yaml}\nexpected {want:?} in {text:?}"
+        );
+    }
+    let (code, text) = Command::new(env!("CARGO_BIN_EXE_cdn-proxy"))
+        .args(["--check", "--cdn-conf", "/nonexistent/cdn.yaml"])
+        .output()
+        .map(|o| {
+            (
+                o.status.code().unwrap(),
+                String::from_utf8_lossy(&o.stderr).to_string(),
+            )
+        })
+        .unwrap();
+    assert_eq!(code, 2);
+    assert!(
+        text.contains("/nonexistent/cdn.yaml: cannot read"),
+        "{text}"
+    );
+}
