@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # run-local.sh : runs the whole system in the foreground from release builds:
-# ORIGINS cdn-origins on consecutive ports from ORIGIN_PORT over MEDIA.
-# Ctrl-C stops everything.
+# ORIGINS cdn-origins on consecutive ports from ORIGIN_PORT over MEDIA, and
+# cdn-proxy in front of them with conf/cdn.yaml and conf/pingora.yaml
+# (conf/cdn.yaml lists the origins: keep it in step if you change ORIGINS or
+# ORIGIN_PORT). Ctrl-C stops everything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-target/release}
@@ -39,6 +41,25 @@ for u in "${urls[@]}"; do
   done
 done
 
+CDN_CONF=${CDN_CONF:-conf/cdn.yaml}
+PINGORA_CONF=${PINGORA_CONF:-conf/pingora.yaml}
+"$BIN/cdn-proxy" --cdn-conf "$CDN_CONF" -c "$PINGORA_CONF" &
+pids+=($!)
+proxy_url=http://127.0.0.1:8080
+for _ in $(seq 100); do
+  curl -fsS -o /dev/null "$proxy_url/healthz" 2>/dev/null && break
+  kill -0 "${pids[-1]}" 2>/dev/null || { echo "cdn-proxy failed to start (see above)" >&2; exit 1; }
+  sleep 0.1
+done
+
+echo
+echo "cdn-proxy: $proxy_url/   (video through the proxy)"
+echo "  $proxy_url/metrics (JSON)   $proxy_url/prometheus   $proxy_url/healthz   admin: http://127.0.0.1:8081/origins"
+# Our own children must be the ones answering (not leftovers on the same ports).
+for p in "${pids[@]}"; do
+  kill -0 "$p" 2>/dev/null || { echo "a process failed to start (port in use? see above)" >&2; exit 1; }
+done
+
 echo
 echo "cdn-origin x$ORIGINS serving $MEDIA/"
 for i in "${!urls[@]}"; do
@@ -46,5 +67,5 @@ for i in "${!urls[@]}"; do
   echo "  origin-$((i + 1)): $u/   (video)   $u/videos   $u/metrics   $u/load   $u/healthz"
 done
 echo
-echo "open ${urls[0]}/ in a browser to play and seek the sample video. Ctrl-C stops everything."
+echo "open $proxy_url/ in a browser to play and seek the sample video. Ctrl-C stops everything."
 wait

@@ -37,7 +37,14 @@ const MAX_HEADERS: usize = 64;
 /// A client must send its request head within this time.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
-fn main() -> anyhow::Result<()> {
+fn main() {
+    if let Err(e) = start() {
+        eprintln!("cdn-origin: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn start() -> anyhow::Result<()> {
     let args = cli::Args::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
