@@ -5,11 +5,12 @@
 //! numbers, and the proxy and the monitor write them.
 
 use crate::config::{Ejection, Selection};
+use arc_swap::ArcSwap;
 use cdn_types::LoadReport;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Milliseconds since the process started (a monotonic clock cheap to store in an atomic).
@@ -442,11 +443,12 @@ impl Origin {
     }
 }
 
-/// Every origin the proxy knows, by address. Written on discovery changes
-/// (rare), read by the metrics and the admin API.
+/// Every origin the proxy knows, by address. Reads (every request) are a
+/// lock-free snapshot load; writes (discovery, rare) copy the map under a mutex.
 #[derive(Default)]
 pub struct Registry {
-    map: RwLock<HashMap<SocketAddr, Arc<Origin>>>,
+    map: ArcSwap<HashMap<SocketAddr, Arc<Origin>>>,
+    write: Mutex<()>,
 }
 
 impl Registry {
@@ -455,40 +457,34 @@ impl Registry {
         if let Some(o) = self.get(&addr) {
             return o;
         }
-        let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
-        map.entry(addr)
+        let _w = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = HashMap::clone(&self.map.load());
+        let o = map
+            .entry(addr)
             .or_insert_with(|| Arc::new(Origin::new(addr, source, capacity)))
-            .clone()
+            .clone();
+        self.map.store(Arc::new(map));
+        o
     }
 
     /// The origin at `addr`, if known.
     pub fn get(&self, addr: &SocketAddr) -> Option<Arc<Origin>> {
-        self.map
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(addr)
-            .cloned()
+        self.map.load().get(addr).cloned()
     }
 
     /// Every origin, sorted by address.
     pub fn all(&self) -> Vec<Arc<Origin>> {
-        let mut v: Vec<_> = self
-            .map
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let mut v: Vec<_> = self.map.load().values().cloned().collect();
         v.sort_by_key(|o| o.addr);
         v
     }
 
     /// Forgets origins that are gone and have nothing in flight.
     pub fn prune(&self) {
-        self.map
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|_, o| !(o.gone.load(Relaxed) && o.inflight() == 0));
+        let _w = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = HashMap::clone(&self.map.load());
+        map.retain(|_, o| !(o.gone.load(Relaxed) && o.inflight() == 0));
+        self.map.store(Arc::new(map));
     }
 }
 
