@@ -101,6 +101,7 @@ fn run(args: Args, config: config::Config) -> anyhow::Result<()> {
     let snapshot = Arc::new(ArcSwap::from_pointee(metrics::Snapshot::default()));
     let budget = Arc::new(retry_budget::RetryBudget::default());
     let rediscover = Arc::new(tokio::sync::Notify::new());
+    let warmup = Arc::new(monitor::Warmup::default());
 
     let edge = proxy::Edge {
         lb: lb.clone(),
@@ -109,6 +110,7 @@ fn run(args: Args, config: config::Config) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         snapshot: snapshot.clone(),
         budget,
+        warmup: warmup.clone(),
     };
     let mut public = pingora::proxy::http_proxy_service(&server.configuration, edge);
     for addr in &listen {
@@ -127,6 +129,7 @@ fn run(args: Args, config: config::Config) -> anyhow::Result<()> {
         registry: registry.clone(),
         config: config.clone(),
         rediscover: rediscover.clone(),
+        warmup,
     };
     let snapshotter = metrics::Snapshotter {
         metrics,

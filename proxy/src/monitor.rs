@@ -17,6 +17,33 @@ use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::Notify;
 
+/// Set once the first discovery and health-check round is done ("warm"):
+/// until then every origin is unchecked, and picking would answer 503.
+#[derive(Default)]
+pub struct Warmup {
+    done: std::sync::atomic::AtomicBool,
+    notify: Notify,
+}
+
+impl Warmup {
+    /// Waits (at most `limit`) for the first round; returns at once after it.
+    pub async fn wait(&self, limit: std::time::Duration) {
+        use std::sync::atomic::Ordering::Acquire;
+        if self.done.load(Acquire) {
+            return;
+        }
+        let notified = self.notify.notified();
+        if !self.done.load(Acquire) {
+            let _ = tokio::time::timeout(limit, notified).await;
+        }
+    }
+
+    fn finish(&self) {
+        self.done.store(true, std::sync::atomic::Ordering::Release);
+        self.notify.notify_waiters();
+    }
+}
+
 /// Health checks and discovery refreshes.
 pub struct Monitor {
     /// The load balancer whose backends discovery refreshes.
@@ -27,6 +54,8 @@ pub struct Monitor {
     pub config: Arc<ArcSwap<Config>>,
     /// Notified on reload: rediscover now.
     pub rediscover: Arc<Notify>,
+    /// Marked after the first round.
+    pub warmup: Arc<Warmup>,
 }
 
 impl Monitor {
@@ -77,6 +106,7 @@ impl BackgroundService for Monitor {
             for o in &origins {
                 o.rate_tier(&cfg.selection);
             }
+            self.warmup.finish();
             tokio::select! {
                 () = tokio::time::sleep(cfg.health.interval) => {}
                 () = self.rediscover.notified() => last_discovery = None,

@@ -35,6 +35,8 @@ pub struct Edge {
     pub snapshot: Arc<ArcSwap<Snapshot>>,
     /// Limits retries to a fraction of traffic.
     pub budget: Arc<RetryBudget>,
+    /// The first health-check round (requests arriving before it wait for it).
+    pub warmup: Arc<crate::monitor::Warmup>,
 }
 
 /// Per-request state.
@@ -162,6 +164,9 @@ impl ProxyHttp for Edge {
     }
 
     async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        // Just started (or upgraded): no origin is checked yet, so wait for the first round.
+        let limit = self.config.load().health.timeout + Duration::from_millis(500);
+        self.warmup.wait(limit).await;
         let key = session.req_header().uri.path().as_bytes();
         let tried = &ctx.tried;
         let picked = self.lb.select_with(key, 256, |b, _| {
@@ -350,6 +355,15 @@ impl ProxyHttp for Edge {
             error_code: code,
             can_reuse_downstream: false,
         }
+    }
+
+    /// Clients hanging up (players cancel requests on every seek) are normal, not errors.
+    fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, e: &Error) -> bool {
+        e.esource() == &ErrorSource::Downstream
+            && matches!(
+                e.etype(),
+                ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
+            )
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {

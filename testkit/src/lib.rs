@@ -195,6 +195,29 @@ impl Server {
     }
 }
 
+impl Server {
+    /// Starts `bin` with `args` for a server that will serve on `addr` later
+    /// (e.g. one taking listeners over in a graceful upgrade); no readiness wait.
+    pub fn spawn(bin: &Path, args: &[&str], addr: SocketAddr) -> anyhow::Result<Server> {
+        let mut child = Command::new(bin)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let stdout = child.stdout.take().context("child stdout")?;
+        Ok(Server {
+            child,
+            addr,
+            _stdout: BufReader::new(stdout),
+        })
+    }
+}
+
 /// A loopback port that was free a moment ago (for servers that cannot report the port they bind).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

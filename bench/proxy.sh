@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# bench/proxy.sh : direct origin vs cdn-proxy vs nginx vs HAProxy in front of the
+# same three cdn-origins, side by side in one run (targets alternated, medians,
+# ratios to `direct`, and each proxy's CPU-seconds per 10k requests and per GiB).
+# Uses the load kit (compare.sh, load.sh, peers.sh, make-content.sh) in
+# BENCH_KIT (default ../shared/bench). Env: DUR, REPS, SCENARIOS as compare.sh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SRC_KIT=$(cd "${BENCH_KIT:-../shared/bench}" 2>/dev/null && pwd) || { echo "no load kit at ${BENCH_KIT:-../shared/bench} (set BENCH_KIT)" >&2; exit 1; }
+D=${BENCH_DIR:-/tmp/cdn-bench}; C=$D/content
+mkdir -p "$D"
+# Run the kit from a copy whose range script keeps the URL's path: ours serves /videos/<file>,
+# the kit's range.lua asks for /200m.bin at the root.
+KIT=$D/kit; rm -rf "$KIT"; cp -r "$SRC_KIT" "$KIT"; cp bench/range.lua "$KIT/range.lua"
+"$KIT/make-content.sh" "$C" >/dev/null
+
+pids=()
+cleanup() {
+  PEERS_DIR=$D/peers "$KIT/peers.sh" stop >/dev/null 2>&1 || true
+  kill "${pids[@]}" 2>/dev/null || true
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+origins=""
+for port in 19101 19102 19103; do
+  target/release/cdn-origin --listen "127.0.0.1:$port" --media "$C" --name "bench-$port" >/dev/null 2>&1 &
+  pids+=($!)
+  origins+="127.0.0.1:$port "
+done
+cat >"$D/cdn.yaml" <<YAML
+listen: ["127.0.0.1:18080"]
+admin_listen: 127.0.0.1:18083
+origins:
+  - address: 127.0.0.1:19101
+  - address: 127.0.0.1:19102
+  - address: 127.0.0.1:19103
+YAML
+cat >"$D/pingora.yaml" <<YAML
+---
+version: 1
+threads: 2
+pid_file: $D/cdn-proxy.pid
+upgrade_sock: $D/cdn-proxy-upgrade.sock
+upstream_keepalive_pool_size: 256
+YAML
+RUST_LOG=error target/release/cdn-proxy --cdn-conf "$D/cdn.yaml" -c "$D/pingora.yaml" &
+proxy=$!
+pids+=($proxy)
+for _ in $(seq 100); do
+  [[ $(curl -fsS http://127.0.0.1:18080/metrics 2>/dev/null | grep -o '"origins_up":3') ]] && break
+  sleep 0.1
+done
+ORIGINS="$origins" PEERS_DIR=$D/peers "$KIT/peers.sh" start >/dev/null
+echo "cdn-proxy vs nginx vs HAProxy, $(nproc) cores, DUR=${DUR:-10}s REPS=${REPS:-2}, $(date -u +%F)" >&2
+"$KIT/compare.sh" \
+  direct=http://127.0.0.1:19101/videos \
+  cdn-proxy=http://127.0.0.1:18080/videos@$proxy \
+  nginx=http://127.0.0.1:18081/videos@"$(cat "$D/peers/run/nginx-proxy.pid")" \
+  haproxy=http://127.0.0.1:18082/videos@"$(cat "$D/peers/run/haproxy.pid")"

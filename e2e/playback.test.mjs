@@ -1,0 +1,54 @@
+// A browser plays the sample-like video through the proxy and seeks in it.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, mkdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+import { startOrigin, startProxy, chromiumArgs, chromiumPath } from './system.mjs';
+
+const children = [];
+after(() => children.forEach((c) => c.kill()));
+
+test('a browser plays and seeks the video through the proxy', async () => {
+  // A real H.264 file, made the way `make sample` makes one (short, keyframe every second).
+  const media = mkdtempSync(join(tmpdir(), 'cdn-e2e-media-'));
+  mkdirSync(media, { recursive: true });
+  execFileSync('ffmpeg', ['-hide_banner', '-loglevel', 'error', '-y', '-f', 'lavfi', '-i',
+    'testsrc2=size=320x240:rate=25:duration=20', '-c:v', 'libx264', '-pix_fmt', 'yuv420p', '-g', '25',
+    '-movflags', '+faststart', join(media, 'sample.mp4')]);
+  const origins = await Promise.all([startOrigin(media), startOrigin(media)]);
+  children.push(...origins.map((o) => o.child));
+  const proxy = await startProxy(origins);
+  children.push(proxy.child);
+
+  const browser = await chromium.launch({ executablePath: chromiumPath, args: chromiumArgs });
+  try {
+    const page = await browser.newPage({ viewport: { width: 480, height: 300 } });
+    await page.goto(`${proxy.url}/healthz`);
+    const r = await page.evaluate(async () => {
+      document.body.innerHTML = '<video id=v muted width=320></video>';
+      const v = document.getElementById('v');
+      v.src = '/';
+      await new Promise((ok, bad) => { v.onloadedmetadata = ok; v.onerror = () => bad(new Error(`media error ${v.error.code}`)); });
+      await v.play();
+      await new Promise((ok) => { const t = () => (v.currentTime > 0.5 ? ok() : setTimeout(t, 50)); t(); });
+      v.currentTime = 15;
+      await new Promise((ok) => { v.onseeked = ok; });
+      const at = v.currentTime;
+      await new Promise((ok) => { const t = () => (v.currentTime > at + 0.3 ? ok() : setTimeout(t, 50)); t(); });
+      return { duration: v.duration, afterSeek: v.currentTime, readyState: v.readyState, paused: v.paused };
+    });
+    assert.ok(Math.abs(r.duration - 20) < 0.5, `duration ${r.duration}`);
+    assert.ok(r.afterSeek >= 15 && r.afterSeek < 20, `position after the seek: ${r.afterSeek}`);
+    assert.equal(r.paused, false);
+    mkdirSync(join(import.meta.dirname, '..', 'artifacts'), { recursive: true });
+    await page.screenshot({ path: join(import.meta.dirname, '..', 'artifacts', 'playback.png') });
+    // The seek was served with a Range request through the proxy.
+    const prom = await (await fetch(`${proxy.url}/prometheus`)).text();
+    assert.match(prom, /cdn_requests_total\{code="2xx",origin="127\.0\.0\.1:\d+"\} [1-9]/);
+  } finally {
+    await browser.close();
+  }
+});

@@ -1,0 +1,65 @@
+// Starts real cdn-origins and cdn-proxy (debug builds from `cargo test`) on
+// loopback ports for browser tests, and stops them.
+import { spawn } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+
+const root = resolve(import.meta.dirname, '..');
+const bin = (name) => join(root, process.env.CDN_BIN_DIR ?? 'target/debug', name);
+
+/** A loopback port that was free a moment ago. */
+export function freePort() {
+  return new Promise((ok) => {
+    const s = createServer().listen(0, '127.0.0.1', () => { const p = s.address().port; s.close(() => ok(p)); });
+  });
+}
+
+/** Starts cdn-origin on port 0 and resolves with its address once it prints `listening on`. */
+export function startOrigin(media, extra = []) {
+  const child = spawn(bin('cdn-origin'), ['--listen', '127.0.0.1:0', '--media', media, '--fault-admin', ...extra],
+    { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, RUST_LOG: 'warn' } });
+  return new Promise((ok, bad) => {
+    child.stdout.once('data', (d) => {
+      const m = /^listening on (\S+)/.exec(d.toString());
+      m ? ok({ child, addr: m[1] }) : bad(new Error(`unexpected: ${d}`));
+    });
+    child.once('exit', (code) => bad(new Error(`cdn-origin exited ${code}`)));
+  });
+}
+
+async function waitFor(what, check, ms = 20000) {
+  const end = Date.now() + ms;
+  for (;;) {
+    try { if (await check()) return; } catch { /* not ready */ }
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** Starts cdn-proxy in front of `origins` and waits until they are all up. */
+export async function startProxy(origins) {
+  const dir = mkdtempSync(join(tmpdir(), 'cdn-e2e-'));
+  const [port, admin] = [await freePort(), await freePort()];
+  writeFileSync(join(dir, 'cdn.yaml'), [
+    `listen: ["127.0.0.1:${port}"]`, `admin_listen: 127.0.0.1:${admin}`,
+    'health: {interval: 200ms, timeout: 500ms, rise: 1, fall: 1}', 'origins:',
+    ...origins.map((o) => `  - address: ${o.addr}`),
+  ].join('\n'));
+  writeFileSync(join(dir, 'pingora.yaml'),
+    `---\nversion: 1\nthreads: 2\npid_file: ${dir}/p.pid\nupgrade_sock: ${dir}/u.sock\n`);
+  const child = spawn(bin('cdn-proxy'), ['--cdn-conf', join(dir, 'cdn.yaml'), '-c', join(dir, 'pingora.yaml')],
+    { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, RUST_LOG: 'warn' } });
+  const url = `http://127.0.0.1:${port}`;
+  await waitFor('all origins up', async () => {
+    const m = await (await fetch(`${url}/metrics`)).json();
+    return m.global.origins_up === origins.length;
+  });
+  return { child, url };
+}
+
+/** The browser flags this machine needs (no sandbox as root, no network beyond loopback). */
+export const chromiumArgs = ['--no-sandbox', '--disable-gpu', '--disable-background-networking',
+  '--disable-component-update', '--no-first-run', '--disable-sync', '--autoplay-policy=no-user-gesture-required'];
+export const chromiumPath = process.env.CHROMIUM ?? '/usr/bin/chromium';
