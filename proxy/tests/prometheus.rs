@@ -11,15 +11,7 @@ async fn prometheus_text_parses_and_has_the_promised_series() {
     let edge = start_proxy(&default_sections(&addrs), 2);
     let (_, failed) = spread(&edge, "/", 20, 2).await;
     assert_eq!(failed, 0);
-    let http = client();
-    let text = http
-        .get(format!("{}/prometheus", edge.url()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = prometheus_text(&edge).await;
     let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
         .expect("valid exposition");
     let has = |name: &str, label: Option<(&str, &str)>| {

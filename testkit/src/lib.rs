@@ -58,17 +58,7 @@ impl Server {
     /// Starts `bin` with `args` and waits for its `listening on ADDR` line on
     /// stdout: the process prints it after binding, so it is ready then.
     pub fn start(bin: &Path, args: &[&str]) -> anyhow::Result<Server> {
-        let mut child = Command::new(bin)
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .spawn()
-            .with_context(|| format!("starting {}", bin.display()))?;
-        let stdout = child.stdout.take().context("child stdout")?;
+        let (mut child, stdout) = spawn_child(bin, args)?;
         let (tx, rx) = std::sync::mpsc::channel();
         // Read the first line on a thread so a silent child cannot hang the test.
         let reader = std::thread::spawn(move || {
@@ -157,17 +147,7 @@ impl Server {
         addr: SocketAddr,
         ready_path: &str,
     ) -> anyhow::Result<Server> {
-        let mut child = Command::new(bin)
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .spawn()
-            .with_context(|| format!("starting {}", bin.display()))?;
-        let stdout = child.stdout.take().context("child stdout")?;
+        let (mut child, stdout) = spawn_child(bin, args)?;
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if let Ok(r) = raw_get(addr, ready_path) {
@@ -199,23 +179,30 @@ impl Server {
     /// Starts `bin` with `args` for a server that will serve on `addr` later
     /// (e.g. one taking listeners over in a graceful upgrade); no readiness wait.
     pub fn spawn(bin: &Path, args: &[&str], addr: SocketAddr) -> anyhow::Result<Server> {
-        let mut child = Command::new(bin)
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .spawn()
-            .with_context(|| format!("starting {}", bin.display()))?;
-        let stdout = child.stdout.take().context("child stdout")?;
+        let (child, stdout) = spawn_child(bin, args)?;
         Ok(Server {
             child,
             addr,
             _stdout: BufReader::new(stdout),
         })
     }
+}
+
+/// Starts `bin` with stdout piped (for the address line) and stderr shown,
+/// logging at `RUST_LOG` (default `warn`).
+fn spawn_child(bin: &Path, args: &[&str]) -> anyhow::Result<(Child, ChildStdout)> {
+    let mut child = Command::new(bin)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    let stdout = child.stdout.take().context("child stdout")?;
+    Ok((child, stdout))
 }
 
 /// A loopback port that was free a moment ago (for servers that cannot report the port they bind).

@@ -139,6 +139,16 @@ pub fn origin_state(edge: &Edge, addr: SocketAddr) -> Option<String> {
         .map(|o| o["state"].as_str().unwrap_or("").to_string())
 }
 
+/// GET /prometheus from the proxy.
+pub async fn prometheus_text(edge: &Edge) -> String {
+    let r = client()
+        .get(format!("{}/prometheus", edge.url()))
+        .send()
+        .await
+        .expect("GET /prometheus");
+    r.text().await.expect("text")
+}
+
 /// An async client.
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
