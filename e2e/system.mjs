@@ -48,7 +48,7 @@ export async function startProxy(origins) {
     ...origins.map((o) => `  - address: ${o.addr}`),
   ].join('\n'));
   writeFileSync(join(dir, 'pingora.yaml'),
-    `---\nversion: 1\nthreads: 2\npid_file: ${dir}/p.pid\nupgrade_sock: ${dir}/u.sock\n`);
+    `---\nversion: 1\nthreads: 2\npid_file: ${dir}/p.pid\nupgrade_sock: ${dir}/u.sock\ngrace_period_seconds: 0\ngraceful_shutdown_timeout_seconds: 1\n`);
   const child = spawn(bin('cdn-proxy'), ['--cdn-conf', join(dir, 'cdn.yaml'), '-c', join(dir, 'pingora.yaml')],
     { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, RUST_LOG: 'warn' } });
   const url = `http://127.0.0.1:${port}`;
