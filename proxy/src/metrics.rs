@@ -56,6 +56,8 @@ pub struct Metrics {
     /// Recent response times: (ms since start << 24) | micros, newest overwriting oldest.
     recent: Box<[AtomicU64]>,
     recent_next: AtomicUsize,
+    /// One scrape at a time: a scrape resets and refills the per-origin gauges.
+    scrape: std::sync::Mutex<()>,
 }
 
 impl Metrics {
@@ -124,6 +126,7 @@ impl Metrics {
             total_bytes: AtomicU64::new(0),
             recent: (0..WINDOW).map(|_| AtomicU64::new(0)).collect(),
             recent_next: AtomicUsize::new(0),
+            scrape: std::sync::Mutex::new(()),
         })
     }
 
@@ -154,6 +157,7 @@ impl Metrics {
 
     /// Prometheus text: refreshes the per-origin gauges from live state, then encodes everything.
     pub fn prometheus_text(&self, registry: &Registry) -> Vec<u8> {
+        let _one = self.scrape.lock().unwrap_or_else(|p| p.into_inner());
         for g in [&self.active_streams, &self.tier] {
             g.reset();
         }

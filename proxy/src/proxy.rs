@@ -42,8 +42,10 @@ pub struct Edge {
 /// Per-request state.
 #[derive(Default)]
 pub struct Ctx {
-    /// The origin of the current attempt.
+    /// The origin of the current attempt (cleared when the attempt ends).
     origin: Option<Arc<Origin>>,
+    /// The origin of the last attempt, for counting the request once it is over.
+    last: Option<Arc<Origin>>,
     /// Origins already tried for this request.
     tried: Vec<SocketAddr>,
     /// When the current attempt's connection was ready (its request about to be sent).
@@ -187,6 +189,7 @@ impl ProxyHttp for Edge {
                 .response_bytes
                 .with_label_values(&[&origin.label]),
         );
+        ctx.last = Some(origin.clone());
         ctx.origin = Some(origin);
         ctx.sent_at = None;
 
