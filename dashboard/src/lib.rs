@@ -1,2 +1,337 @@
-//! The live dashboard sidecar: a WebSocket server pushing metrics snapshots
-//! and the Chart.js page. Not built yet; it is the subject of its own issue.
+//! The live dashboard sidecar: a small HTTP server on its own (loopback)
+//! listener that serves the dashboard page under `/dashboard` and pushes
+//! metrics snapshots over a WebSocket at `/ws`.
+//!
+//! It must never slow the proxy, so:
+//! - a snapshot is serialized once per tick and the same bytes go to every
+//!   client (a `broadcast` channel of cheaply cloned frames);
+//! - the last `history` frames are kept and sent to each new client first,
+//!   so its charts are never empty;
+//! - a client that cannot keep up drops frames (the channel is bounded) and
+//!   is closed once it has lagged `max_lag` times, or when one send takes
+//!   longer than `send_timeout`: nothing is buffered without limit;
+//! - at most `max_clients` clients; a client that sends data is closed (the
+//!   page never sends any), and only that client.
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, OwnedSemaphorePermit, Semaphore};
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{frame::coding::CloseCode, CloseFrame, Role};
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_tungstenite::WebSocketStream;
+
+/// How the sidecar behaves.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Time between snapshots.
+    pub interval: Duration,
+    /// Snapshots kept and sent to a new client first.
+    pub history: usize,
+    /// Most clients at once; more get `503`.
+    pub max_clients: usize,
+    /// A send slower than this closes the client.
+    pub send_timeout: Duration,
+    /// Times a client may fall behind (dropping frames) before it is closed.
+    pub max_lag: u32,
+    /// Folder with `index.html`, `app.js`, `style.css`.
+    pub web_root: PathBuf,
+    /// Chart.js's UMD build (from the npm package), served as `/dashboard/vendor/chart.umd.js`.
+    pub chart_js: PathBuf,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            interval: Duration::from_secs(1),
+            history: 300,
+            max_clients: 64,
+            send_timeout: Duration::from_secs(5),
+            max_lag: 3,
+            web_root: "dashboard/web".into(),
+            chart_js: "dashboard/node_modules/chart.js/dist/chart.umd.js".into(),
+        }
+    }
+}
+
+/// Produces the current snapshot as JSON text.
+pub type Source = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// The sidecar: history, fan-out and client accounting.
+pub struct Hub {
+    settings: Settings,
+    history: Mutex<VecDeque<Utf8Bytes>>,
+    tx: broadcast::Sender<Utf8Bytes>,
+    clients: Arc<Semaphore>,
+}
+
+impl Hub {
+    /// A hub with these settings.
+    pub fn new(settings: Settings) -> Arc<Hub> {
+        let (tx, _) = broadcast::channel(16);
+        Arc::new(Hub {
+            clients: Arc::new(Semaphore::new(settings.max_clients)),
+            history: Mutex::new(VecDeque::with_capacity(settings.history)),
+            settings,
+            tx,
+        })
+    }
+
+    /// Snapshots kept for new clients.
+    pub fn history_len(&self) -> usize {
+        self.history.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Clients connected now.
+    pub fn clients(&self) -> usize {
+        self.settings.max_clients - self.clients.available_permits()
+    }
+
+    /// Builds one frame per interval from `source` and sends it to every client. Runs forever.
+    pub async fn run_ticker(self: Arc<Self>, source: Source) {
+        let mut tick = tokio::time::interval(self.settings.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let frame = Utf8Bytes::from(source());
+            {
+                let mut h = self.history.lock().unwrap_or_else(|p| p.into_inner());
+                if h.len() == self.settings.history {
+                    h.pop_front();
+                }
+                h.push_back(frame.clone());
+            }
+            // No receivers is fine: nobody is watching.
+            let _ = self.tx.send(frame);
+        }
+    }
+
+    /// Serves the page and the WebSocket on `listener`. Runs forever.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+        loop {
+            let (stream, _) = match listener.accept().await {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!("dashboard accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let hub = self.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req| {
+                    let hub = hub.clone();
+                    async move { Ok::<_, Infallible>(hub.route(req).await) }
+                });
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .with_upgrades();
+                if let Err(e) = conn.await {
+                    tracing::debug!("dashboard connection ended: {e}");
+                }
+            });
+        }
+    }
+
+    async fn route(self: Arc<Self>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            let mut r = reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "use GET\n");
+            r.headers_mut()
+                .insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
+            return r;
+        }
+        let path = req.uri().path().to_string();
+        match path.as_str() {
+            "/ws" => self.upgrade(req),
+            "/dashboard" | "/dashboard/" => {
+                self.file(self.settings.web_root.join("index.html")).await
+            }
+            "/dashboard/vendor/chart.umd.js" => self.file(self.settings.chart_js.clone()).await,
+            p => match p.strip_prefix("/dashboard/") {
+                // Only plain file names from the page folder.
+                Some(name)
+                    if !name.is_empty()
+                        && name
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+                        && !name.starts_with('.') =>
+                {
+                    self.file(self.settings.web_root.join(name)).await
+                }
+                _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
+            },
+        }
+    }
+
+    async fn file(&self, path: PathBuf) -> Response<Full<Bytes>> {
+        let ct = match path.extension().and_then(|e| e.to_str()) {
+            Some("html") => "text/html; charset=utf-8",
+            Some("js") => "text/javascript; charset=utf-8",
+            Some("css") => "text/css; charset=utf-8",
+            _ => "application/octet-stream",
+        };
+        match tokio::fs::read(&path).await {
+            Ok(bytes) => reply(StatusCode::OK, ct, bytes),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), "dashboard file missing: {e} (run `make e2e-deps` or `npm ci` in dashboard/)");
+                reply(StatusCode::NOT_FOUND, "text/plain", "not found\n")
+            }
+        }
+    }
+
+    /// Accepts a WebSocket upgrade (RFC 6455) if there is room for one more client.
+    fn upgrade(self: Arc<Self>, mut req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let key = req
+            .headers()
+            .get(header::SEC_WEBSOCKET_KEY)
+            .map(|k| derive_accept_key(k.as_bytes()));
+        let wants_ws = req
+            .headers()
+            .get(header::UPGRADE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+        let Some(accept) = key.filter(|_| wants_ws) else {
+            return reply(
+                StatusCode::BAD_REQUEST,
+                "text/plain",
+                "expected a WebSocket upgrade\n",
+            );
+        };
+        let Ok(permit) = self.clients.clone().try_acquire_owned() else {
+            return reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                "too many dashboard clients\n",
+            );
+        };
+        let on_upgrade = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            match on_upgrade.await {
+                Ok(upgraded) => {
+                    let ws = WebSocketStream::from_raw_socket(
+                        TokioIo::new(upgraded),
+                        Role::Server,
+                        None,
+                    )
+                    .await;
+                    self.client(ws, permit).await;
+                }
+                Err(e) => tracing::debug!("WebSocket upgrade failed: {e}"),
+            }
+        });
+        let mut r = Response::new(Full::new(Bytes::new()));
+        *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        let h = r.headers_mut();
+        h.insert(
+            header::UPGRADE,
+            header::HeaderValue::from_static("websocket"),
+        );
+        h.insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("Upgrade"),
+        );
+        if let Ok(v) = header::HeaderValue::from_str(&accept) {
+            h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+        }
+        r
+    }
+
+    /// One client: history first, then live frames, until it goes, lags or misbehaves.
+    async fn client<S>(self: Arc<Self>, ws: WebSocketStream<S>, _permit: OwnedSemaphorePermit)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        // Subscribe before copying the history, so no frame falls in between
+        // (one may come twice; the page ignores frames it has seen).
+        let mut rx = self.tx.subscribe();
+        let history: Vec<Utf8Bytes> = self
+            .history
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect();
+        let (mut sink, mut incoming) = ws.split();
+        let timeout = self.settings.send_timeout;
+        for frame in history {
+            if !matches!(
+                tokio::time::timeout(timeout, sink.feed(Message::Text(frame))).await,
+                Ok(Ok(()))
+            ) {
+                return;
+            }
+        }
+        if !matches!(
+            tokio::time::timeout(timeout, sink.flush()).await,
+            Ok(Ok(()))
+        ) {
+            return;
+        }
+        let mut lagged = 0;
+        let close = |reason: &'static str| {
+            Message::Close(Some(CloseFrame {
+                code: CloseCode::Policy,
+                reason: reason.into(),
+            }))
+        };
+        loop {
+            tokio::select! {
+                frame = rx.recv() => match frame {
+                    Ok(frame) => {
+                        let sent = tokio::time::timeout(timeout, sink.send(Message::Text(frame))).await;
+                        if !matches!(sent, Ok(Ok(()))) {
+                            tracing::debug!("dashboard client too slow; closed");
+                            return;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        lagged += 1;
+                        if lagged > self.settings.max_lag {
+                            let _ = tokio::time::timeout(timeout, sink.send(close("too slow"))).await;
+                            return;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+                msg = incoming.next() => match msg {
+                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+                    Some(Ok(Message::Text(_) | Message::Binary(_))) => {
+                        // The page never sends data: anything else is a bad client.
+                        let _ = tokio::time::timeout(timeout, sink.send(close("clients do not send data"))).await;
+                        return;
+                    }
+                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
+                },
+            }
+        }
+    }
+}
+
+fn reply(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    r
+}

@@ -1,0 +1,226 @@
+//! The sidecar with real WebSocket clients over loopback.
+
+use cdn_dashboard::{Hub, Settings, Source};
+use futures_util::{SinkExt, StreamExt};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::Message;
+
+/// Starts a hub whose snapshots are `{"n":<counter>,"pad":"<pad bytes>"}`.
+async fn start(settings: Settings, pad: usize) -> (Arc<Hub>, String) {
+    let hub = Hub::new(settings);
+    let n = Arc::new(AtomicU64::new(0));
+    let padding = "x".repeat(pad);
+    let source: Source = Arc::new(move || {
+        format!(
+            "{{\"n\":{},\"pad\":\"{padding}\"}}",
+            n.fetch_add(1, Ordering::Relaxed) + 1
+        )
+    });
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/ws", listener.local_addr().unwrap());
+    tokio::spawn(hub.clone().serve(listener));
+    tokio::spawn(hub.clone().run_ticker(source));
+    (hub, url)
+}
+
+fn fast() -> Settings {
+    Settings {
+        interval: Duration::from_millis(50),
+        history: 20,
+        max_clients: 8,
+        ..Settings::default()
+    }
+}
+
+fn number(m: &Message) -> u64 {
+    let t = m.to_text().unwrap();
+    let start = t.find("\"n\":").unwrap() + 4;
+    t[start..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+async fn next(
+    ws: &mut (impl StreamExt<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin),
+) -> Message {
+    tokio::time::timeout(Duration::from_secs(10), ws.next())
+        .await
+        .expect("a frame in time")
+        .unwrap()
+        .unwrap()
+}
+
+async fn wait_history(hub: &Hub, n: usize) {
+    while hub.history_len() < n {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_client_gets_the_history_then_every_snapshot_in_order() {
+    let (hub, url) = start(fast(), 0).await;
+    wait_history(&hub, 5).await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    let first = number(&next(&mut ws).await);
+    assert_eq!(first, 1, "history starts with the oldest kept snapshot");
+    let mut last = first;
+    for _ in 0..15 {
+        let n = number(&next(&mut ws).await);
+        // History then live: strictly increasing, at most one duplicate at the seam.
+        assert!(n == last + 1 || n == last, "{n} after {last}");
+        last = n;
+    }
+    assert!(last >= 15);
+}
+
+#[tokio::test]
+async fn history_is_bounded() {
+    let (hub, url) = start(
+        Settings {
+            history: 5,
+            ..fast()
+        },
+        0,
+    )
+    .await;
+    // Watch the live frames until the twelfth has been sent.
+    let (mut watcher, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    while number(&next(&mut watcher).await) < 12 {}
+    assert_eq!(hub.history_len(), 5);
+    // A new client gets only the last five: its first frame is at least the eighth.
+    let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    let first = number(&next(&mut ws).await);
+    assert!(
+        first >= 8,
+        "history should start at frame 8 or later, got {first}"
+    );
+}
+
+#[tokio::test]
+async fn a_stalled_client_does_not_delay_the_others_and_is_closed() {
+    // 512 KiB frames fill a non-reading client's socket buffers within a few ticks.
+    let settings = Settings {
+        send_timeout: Duration::from_millis(500),
+        max_lag: 2,
+        history: 1,
+        ..fast()
+    };
+    let (hub, url) = start(settings, 512 * 1024).await;
+    let (stalled, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    let (mut reader, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    // The reading client keeps getting every frame while the other reads nothing.
+    let mut last = number(&next(&mut reader).await);
+    for _ in 0..40 {
+        let n = number(&next(&mut reader).await);
+        assert!(n > last, "{n} after {last}");
+        last = n;
+    }
+    // The stalled client was closed by the server: only the reader is left.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while hub.clients() > 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "stalled client still connected"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(stalled);
+}
+
+#[tokio::test]
+async fn the_client_cap_holds() {
+    let (hub, url) = start(
+        Settings {
+            max_clients: 2,
+            ..fast()
+        },
+        0,
+    )
+    .await;
+    let (_a, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    let (_b, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    while hub.clients() < 2 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    match tokio_tungstenite::connect_async(&url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 503),
+        other => panic!("a third client must be refused, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn garbage_from_a_client_closes_that_client_only() {
+    let (_hub, url) = start(fast(), 0).await;
+    let (mut bad, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    let (mut good, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    bad.send(Message::Binary(vec![0xff, 0x00, 0x13].into()))
+        .await
+        .unwrap();
+    // The bad client is closed: its stream ends (after a Close frame).
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(Ok(m)) = bad.next().await {
+            if m.is_close() {
+                return true;
+            }
+        }
+        true
+    })
+    .await
+    .unwrap();
+    assert!(closed);
+    // The good one keeps receiving.
+    let a = number(&next(&mut good).await);
+    let b = number(&next(&mut good).await);
+    assert!(b > a);
+}
+
+#[tokio::test]
+async fn the_page_is_served_and_paths_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("index.html"), "<h1>dash</h1>").unwrap();
+    std::fs::write(dir.path().join("app.js"), "console.log(1)").unwrap();
+    let settings = Settings {
+        web_root: dir.path().into(),
+        ..fast()
+    };
+    let (_hub, url) = start(settings, 0).await;
+    let addr = url
+        .trim_start_matches("ws://")
+        .trim_end_matches("/ws")
+        .to_string();
+    let get = |path: &'static str| {
+        let addr = addr.clone();
+        async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            s.write_all(
+                format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes(),
+            )
+            .await
+            .unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).await.unwrap();
+            out
+        }
+    };
+    let page = get("/dashboard").await;
+    assert!(
+        page.starts_with("HTTP/1.1 200") && page.contains("<h1>dash</h1>"),
+        "{page}"
+    );
+    assert!(get("/dashboard/app.js").await.contains("text/javascript"));
+    assert!(get("/dashboard/../Cargo.toml")
+        .await
+        .starts_with("HTTP/1.1 404"));
+    assert!(get("/dashboard/.hidden").await.starts_with("HTTP/1.1 404"));
+    assert!(
+        get("/ws").await.starts_with("HTTP/1.1 400"),
+        "a plain GET of /ws is not an upgrade"
+    );
+}
