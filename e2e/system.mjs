@@ -38,13 +38,16 @@ async function waitFor(what, check, ms = 20000) {
   }
 }
 
-/** Starts cdn-proxy in front of `origins` and waits until they are all up. */
+/** Starts cdn-proxy in front of `origins` (with its dashboard sidecar) and waits until they are all up. */
 export async function startProxy(origins) {
   const dir = mkdtempSync(join(tmpdir(), 'cdn-e2e-'));
-  const [port, admin] = [await freePort(), await freePort()];
+  const [port, admin, dash] = [await freePort(), await freePort(), await freePort()];
   writeFileSync(join(dir, 'cdn.yaml'), [
     `listen: ["127.0.0.1:${port}"]`, `admin_listen: 127.0.0.1:${admin}`,
-    'health: {interval: 200ms, timeout: 500ms, rise: 1, fall: 1}', 'origins:',
+    'health: {interval: 200ms, timeout: 500ms, rise: 1, fall: 1}',
+    `dashboard: {listen: 127.0.0.1:${dash}, interval: 500ms, web_root: ${root}/dashboard/web,`
+      + ` chart_js: ${root}/dashboard/node_modules/chart.js/dist/chart.umd.js}`,
+    'origins:',
     ...origins.map((o) => `  - address: ${o.addr}`),
   ].join('\n'));
   writeFileSync(join(dir, 'pingora.yaml'),

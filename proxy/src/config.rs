@@ -32,6 +32,43 @@ pub struct Config {
     pub retry: Retry,
     /// Timeouts towards origins.
     pub timeouts: Timeouts,
+    /// The dashboard sidecar.
+    pub dashboard: Dashboard,
+}
+
+/// The dashboard sidecar: its own listener, proxied from the public one at `/dashboard` and `/ws`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Dashboard {
+    /// Whether to run it.
+    pub enabled: bool,
+    /// Its listener (loopback: users reach it through the public listener).
+    pub listen: SocketAddr,
+    /// Time between snapshots pushed to clients.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Snapshots kept and sent to a new client first (300 at 1 s: five minutes).
+    pub history: usize,
+    /// Most dashboard clients at once.
+    pub max_clients: usize,
+    /// Folder with the page (index.html, app.js, style.css).
+    pub web_root: std::path::PathBuf,
+    /// Chart.js's UMD build, from the npm package installed in dashboard/.
+    pub chart_js: std::path::PathBuf,
+}
+
+impl Default for Dashboard {
+    fn default() -> Self {
+        Dashboard {
+            enabled: true,
+            listen: "127.0.0.1:8082".parse().expect("literal"),
+            interval: Duration::from_secs(1),
+            history: 300,
+            max_clients: 64,
+            web_root: "dashboard/web".into(),
+            chart_js: "dashboard/node_modules/chart.js/dist/chart.umd.js".into(),
+        }
+    }
 }
 
 /// One origin, or one DNS name standing for every address it resolves to.
@@ -203,6 +240,7 @@ impl Default for Config {
             ejection: Ejection::default(),
             retry: Retry::default(),
             timeouts: Timeouts::default(),
+            dashboard: Dashboard::default(),
         }
     }
 }
@@ -493,6 +531,13 @@ impl Config {
         }
         if self.timeouts.connect.is_zero() || self.timeouts.read.is_zero() {
             return err("timeouts", "connect and read must be above 0".into());
+        }
+        let d = &self.dashboard;
+        if d.interval.is_zero() || d.history == 0 || d.max_clients == 0 {
+            return err(
+                "dashboard",
+                "interval, history and max_clients must be above 0".into(),
+            );
         }
         if self.discovery.interval.is_zero() {
             return err("discovery.interval", "must be above 0, e.g. 5s".into());

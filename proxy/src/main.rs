@@ -13,6 +13,7 @@ mod proxy;
 mod reload;
 mod retry_budget;
 mod select;
+mod sidecar;
 
 use arc_swap::ArcSwap;
 use clap::Parser;
@@ -85,6 +86,7 @@ fn run(args: Args, config: config::Config) -> anyhow::Result<()> {
     server.bootstrap();
 
     let listen = config.listen.clone();
+    let dashboard = config.dashboard.clone();
     let admin_listen = config.admin_listen;
     let config = Arc::new(ArcSwap::from_pointee(config));
     let registry = Arc::new(origins::Registry::default());
@@ -131,6 +133,10 @@ fn run(args: Args, config: config::Config) -> anyhow::Result<()> {
         rediscover: rediscover.clone(),
         warmup,
     };
+    let sidecar = sidecar::Sidecar {
+        config: dashboard,
+        snapshot: snapshot.clone(),
+    };
     let snapshotter = metrics::Snapshotter {
         metrics,
         registry,
@@ -148,6 +154,9 @@ fn run(args: Args, config: config::Config) -> anyhow::Result<()> {
     server.add_service(background_service("monitor", monitor));
     server.add_service(background_service("snapshots", snapshotter));
     server.add_service(background_service("reload", reloader));
+    if sidecar.config.enabled {
+        server.add_service(background_service("dashboard", sidecar));
+    }
     tracing::info!(?listen, %admin_listen, "cdn-proxy starting");
     server.run_forever()
 }

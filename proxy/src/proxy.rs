@@ -56,6 +56,8 @@ pub struct Ctx {
     no_origin: bool,
     /// Prometheus handle for this origin's bytes, fetched once per request.
     bytes_counter: Option<prometheus::IntCounter>,
+    /// Bound for the dashboard sidecar (`/dashboard`, `/ws`), not an origin.
+    to_dashboard: bool,
 }
 
 impl Edge {
@@ -73,7 +75,8 @@ impl Edge {
     /// May this request be tried on another origin now?
     fn may_retry(&self, session: &Session, ctx: &Ctx) -> bool {
         let cfg = self.config.load();
-        session.req_header().method.is_idempotent()
+        !ctx.to_dashboard
+            && session.req_header().method.is_idempotent()
             && session.response_written().is_none()
             && ctx.tried.len() < cfg.retry.attempts as usize
             && self.budget.try_withdraw(&cfg.retry)
@@ -118,7 +121,7 @@ impl ProxyHttp for Edge {
     }
 
     /// Local endpoints are answered here; `/` and `/videos...` go on to an origin.
-    async fn request_filter(&self, session: &mut Session, _ctx: &mut Ctx) -> Result<bool> {
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         self.metrics.total_requests.fetch_add(1, Relaxed);
         let path = session.req_header().uri.path();
         if path == "/" || path == "/videos" || path.starts_with("/videos/") {
@@ -149,9 +152,12 @@ impl ProxyHttp for Edge {
                     .await
             }
             p if p == "/ws" || p == "/dashboard" || p.starts_with("/dashboard/") => {
-                let body =
-                    Bytes::from_static(b"the dashboard sidecar is not part of this build yet\n");
-                self.respond(session, 503, "text/plain", body).await
+                if self.config.load().dashboard.enabled {
+                    ctx.to_dashboard = true;
+                    return Ok(false);
+                }
+                let body = Bytes::from_static(b"the dashboard is disabled\n");
+                self.respond(session, 404, "text/plain", body).await
             }
             _ => {
                 self.respond(
@@ -166,6 +172,10 @@ impl ProxyHttp for Edge {
     }
 
     async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        if ctx.to_dashboard {
+            let addr = self.config.load().dashboard.listen;
+            return Ok(Box::new(HttpPeer::new(addr, false, String::new())));
+        }
         // Just started (or upgraded): no origin is checked yet, so wait for the first round.
         let limit = self.config.load().health.timeout + Duration::from_millis(500);
         self.warmup.wait(limit).await;

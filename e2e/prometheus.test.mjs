@@ -1,0 +1,64 @@
+// A real Prometheus (Debian's package) with the project's prometheus.yml,
+// pointed at this test's ports, scrapes the proxy and every origin.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { freePort, startOrigin, startProxy } from './system.mjs';
+
+const children = [];
+after(() => children.forEach((c) => c.kill('SIGKILL')));
+
+async function waitFor(what, check, ms = 60000) {
+  const end = Date.now() + ms;
+  let last;
+  for (;;) {
+    try { last = await check(); if (last?.ok) return last.value; } catch (e) { last = { error: String(e) }; }
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}: ${JSON.stringify(last)}`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
+test('Prometheus scrapes the proxy and every origin, all targets up', async () => {
+  const media = mkdtempSync(join(tmpdir(), 'cdn-e2e-prom-'));
+  writeFileSync(join(media, 'sample.mp4'), 'not really a video, but bytes');
+  const origins = await Promise.all([startOrigin(media), startOrigin(media)]);
+  children.push(...origins.map((o) => o.child));
+  const proxy = await startProxy(origins);
+  children.push(proxy.child);
+  for (let i = 0; i < 20; i++) await (await fetch(`${proxy.url}/`)).arrayBuffer();
+
+  // The project's config with only the addresses changed.
+  const dir = mkdtempSync(join(tmpdir(), 'cdn-e2e-prom-data-'));
+  const config = readFileSync(resolve(import.meta.dirname, '..', 'prometheus.yml'), 'utf8')
+    .replace('"127.0.0.1:8080"', `"${new URL(proxy.url).host}"`)
+    .replace('["127.0.0.1:9101", "127.0.0.1:9102", "127.0.0.1:9103"]', JSON.stringify(origins.map((o) => o.addr)));
+  assert.ok(config.includes('scrape_interval: 1s') && config.includes('dns_sd_configs'));
+  writeFileSync(join(dir, 'prometheus.yml'), config);
+  const port = await freePort();
+  const prom = spawn(process.env.PROMETHEUS ?? 'prometheus', [
+    `--config.file=${join(dir, 'prometheus.yml')}`, `--storage.tsdb.path=${join(dir, 'data')}`,
+    `--web.listen-address=127.0.0.1:${port}`, '--log.level=warn'], { stdio: ['ignore', 'ignore', 'inherit'] });
+  children.push(prom);
+  const api = `http://127.0.0.1:${port}/api/v1`;
+
+  const targets = await waitFor('every target up', async () => {
+    const t = (await (await fetch(`${api}/targets`)).json()).data.activeTargets;
+    return { ok: t.length === 3 && t.every((x) => x.health === 'up'), value: t };
+  });
+  assert.deepEqual(targets.map((t) => t.labels.job).sort(), ['cdn-origin', 'cdn-origin', 'cdn-proxy']);
+  assert.ok(targets.every((t) => t.scrapeInterval === '1s'));
+
+  const query = async (q) => (await (await fetch(`${api}/query?query=${encodeURIComponent(q)}`)).json()).data.result;
+  const proxied = await waitFor('cdn_requests_total', async () => {
+    const r = await query('sum(cdn_requests_total{code="2xx"})');
+    return { ok: r.length === 1 && Number(r[0].value[1]) >= 20, value: Number(r[0]?.value[1]) };
+  });
+  assert.ok(proxied >= 20);
+  const up = await query('cdn_origin_up{state="up"}');
+  assert.equal(up.length, 2);
+  const originSeries = await query('origin_requests_total{class="2xx"}');
+  assert.equal(originSeries.length, 2, 'both origins scraped');
+});

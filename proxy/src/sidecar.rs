@@ -1,0 +1,49 @@
+//! Runs the dashboard sidecar (`cdn-dashboard`) inside the proxy process, on
+//! its own listener, fed with the same snapshot `/metrics` serves.
+
+use crate::config::Dashboard;
+use crate::metrics::Snapshot;
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use cdn_dashboard::{Hub, Settings, Source};
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use std::sync::Arc;
+
+/// The dashboard background service.
+pub struct Sidecar {
+    /// Its settings (fixed at start; a reload does not move the listener).
+    pub config: Dashboard,
+    /// The latest snapshot.
+    pub snapshot: Arc<ArcSwap<Snapshot>>,
+}
+
+#[async_trait]
+impl BackgroundService for Sidecar {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let c = &self.config;
+        let listener = match tokio::net::TcpListener::bind(c.listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(listen = %c.listen, "dashboard sidecar cannot bind: {e}");
+                return;
+            }
+        };
+        let hub = Hub::new(Settings {
+            interval: c.interval,
+            history: c.history,
+            max_clients: c.max_clients,
+            web_root: c.web_root.clone(),
+            chart_js: c.chart_js.clone(),
+            ..Settings::default()
+        });
+        let snapshot = self.snapshot.clone();
+        let source: Source =
+            Arc::new(move || serde_json::to_string(&**snapshot.load()).unwrap_or_default());
+        tokio::select! {
+            () = hub.clone().serve(listener) => {}
+            () = hub.run_ticker(source) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
