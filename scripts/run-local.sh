@@ -54,6 +54,7 @@ done
 
 echo
 echo "cdn-proxy: $proxy_url/   (video through the proxy)"
+echo "  $proxy_url/dashboard   ${proxy_url/http/ws}/ws"
 echo "  $proxy_url/metrics (JSON)   $proxy_url/prometheus   $proxy_url/healthz   admin: http://127.0.0.1:8081/origins"
 # Our own children must be the ones answering (not leftovers on the same ports).
 for p in "${pids[@]}"; do
@@ -67,5 +68,5 @@ for i in "${!urls[@]}"; do
   echo "  origin-$((i + 1)): $u/   (video)   $u/videos   $u/metrics   $u/load   $u/healthz"
 done
 echo
-echo "open $proxy_url/ in a browser to play and seek the sample video. Ctrl-C stops everything."
+echo "open $proxy_url/ in a browser to play and seek the sample video, $proxy_url/dashboard to watch. Ctrl-C stops everything."
 wait
