@@ -111,3 +111,30 @@ async fn admin_drain_undrain_and_capacity() {
         .unwrap();
     assert_eq!(r.status(), 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_policy_is_selectable_in_the_config_and_serves() {
+    let media = MediaFixture::new().unwrap();
+    let origins = start_origins(&media, 3);
+    let addrs: Vec<_> = origins.iter().map(|o| o.addr).collect();
+    for policy in [
+        "tier",
+        "round_robin",
+        "random",
+        "least_conn",
+        "p2c_ewma",
+        "consistent",
+    ] {
+        let mut sections = default_sections(&addrs);
+        sections.insert("selection", format!("{{policy: {policy}}}"));
+        let edge = start_proxy(&sections, 3);
+        let (served, failed) = spread(&edge, "/videos/clip.mp4", 60, 3).await;
+        assert_eq!(failed, 0, "{policy}");
+        if policy == "consistent" {
+            // One path, one origin.
+            assert_eq!(served.len(), 1, "{policy}: {served:?}");
+        } else {
+            assert!(served.len() >= 2, "{policy} should spread: {served:?}");
+        }
+    }
+}

@@ -192,4 +192,6 @@ impl BackendIter for Picks {
 }
 
 #[cfg(test)]
+mod policies_test;
+#[cfg(test)]
 mod sim;

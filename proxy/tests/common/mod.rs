@@ -65,6 +65,8 @@ pub fn default_sections(origins: &[SocketAddr]) -> BTreeMap<&'static str, String
             "retry",
             "{attempts: 3, budget_ratio: 0.5, budget_min_per_sec: 50}".into(),
         ),
+        // Tests run in parallel; the dashboard has its own tests (dashboard/, e2e/).
+        ("dashboard", "{enabled: false}".into()),
     ])
 }
 

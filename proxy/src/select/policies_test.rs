@@ -1,0 +1,147 @@
+//! Unit tests of each policy's contract, on in-memory origins.
+
+use super::*;
+use crate::config::Selection;
+use crate::origins::Origin;
+use cdn_types::LoadReport;
+use std::collections::HashMap;
+
+fn origins(capacities: &[f64]) -> Vec<Arc<Origin>> {
+    capacities
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| {
+            let o = Origin::new(format!("10.0.0.{}:80", i + 1).parse().unwrap(), "test", c);
+            o.record_check(Some(true), 1, 1);
+            Arc::new(o)
+        })
+        .collect()
+}
+
+fn counts(
+    p: &dyn Policy,
+    os: &[Arc<Origin>],
+    n: usize,
+    usable: &dyn Fn(usize) -> bool,
+) -> HashMap<usize, usize> {
+    let cfg = Selection::default();
+    let mut rng = fastrand::Rng::with_seed(42);
+    let mut c = HashMap::new();
+    for _ in 0..n {
+        *c.entry(p.pick(os, &cfg, 0, usable, &mut rng).unwrap())
+            .or_insert(0) += 1;
+    }
+    c
+}
+
+#[test]
+fn round_robin_takes_turns_and_skips_unusable_origins() {
+    let os = origins(&[1.0, 1.0, 1.0]);
+    let rr = RoundRobin::default();
+    let c = counts(&rr, &os, 300, &|_| true);
+    assert_eq!((c[&0], c[&1], c[&2]), (100, 100, 100));
+    let c = counts(&rr, &os, 300, &|i| i != 1);
+    assert_eq!(c.get(&1), None);
+    assert_eq!(c[&0] + c[&2], 300);
+}
+
+#[test]
+fn random_is_proportional_to_capacity() {
+    let os = origins(&[1.0, 3.0]);
+    let c = counts(&Random, &os, 40_000, &|_| true);
+    let share = c[&1] as f64 / 40_000.0;
+    assert!(
+        (share - 0.75).abs() < 0.02,
+        "capacity 3 of 4 should get ~75%, got {share}"
+    );
+    assert_eq!(counts(&Random, &os, 100, &|i| i == 0)[&0], 100);
+}
+
+#[test]
+fn least_conn_picks_fewest_in_flight_per_capacity() {
+    let os = origins(&[1.0, 1.0, 4.0]);
+    for _ in 0..3 {
+        os[0].start_request();
+    }
+    for _ in 0..2 {
+        os[1].start_request();
+    }
+    for _ in 0..6 {
+        os[2].start_request();
+    }
+    // In flight per capacity: 3, 2, 1.5 → the big one.
+    let c = counts(&LeastConn, &os, 50, &|_| true);
+    assert_eq!(c[&2], 50);
+    // Among equals, ties are spread rather than always the first.
+    let os = origins(&[1.0, 1.0, 1.0]);
+    let c = counts(&LeastConn, &os, 300, &|_| true);
+    assert!(c.len() == 3 && c.values().all(|&n| n > 50), "{c:?}");
+}
+
+#[test]
+fn p2c_ewma_prefers_the_cheaper_of_two() {
+    let os = origins(&[1.0, 1.0]);
+    let decay = std::time::Duration::from_secs(10);
+    os[0].observe_ttfb(std::time::Duration::from_millis(100), decay);
+    os[1].observe_ttfb(std::time::Duration::from_millis(5), decay);
+    // With two origins both are always compared: the faster one wins.
+    let c = counts(&P2cEwma, &os, 200, &|_| true);
+    assert_eq!(c.get(&1), Some(&200));
+    // Enough in flight on the fast one flips it: 5 ms × 31 > 100 ms × 1.
+    for _ in 0..30 {
+        os[1].start_request();
+    }
+    let c = counts(&P2cEwma, &os, 200, &|_| true);
+    assert_eq!(c.get(&0), Some(&200));
+}
+
+#[test]
+fn consistent_hashing_is_sticky_and_moves_only_what_it_must() {
+    let os = origins(&[1.0, 1.0, 1.0, 1.0]);
+    let ch = Consistent::new(&os);
+    let cfg = Selection::default();
+    let mut rng = fastrand::Rng::with_seed(1);
+    let pick = |key: &str, usable: &dyn Fn(usize) -> bool, rng: &mut fastrand::Rng| {
+        ch.pick(&os, &cfg, ch.seed(key.as_bytes()), usable, rng)
+            .unwrap()
+    };
+    let keys: Vec<String> = (0..400).map(|i| format!("/videos/clip-{i}.mp4")).collect();
+    let home: Vec<usize> = keys.iter().map(|k| pick(k, &|_| true, &mut rng)).collect();
+    // Sticky: the same key, the same origin.
+    assert!(keys
+        .iter()
+        .zip(&home)
+        .all(|(k, &h)| pick(k, &|_| true, &mut rng) == h));
+    // Spread over all four.
+    let mut per = [0; 4];
+    home.iter().for_each(|&h| per[h] += 1);
+    assert!(per.iter().all(|&n| n > 40), "{per:?}");
+    // Origin 2 unusable: only its keys move.
+    for (k, &h) in keys.iter().zip(&home) {
+        let now = pick(k, &|i| i != 2, &mut rng);
+        if h == 2 {
+            assert_ne!(now, 2);
+        } else {
+            assert_eq!(now, h, "{k} moved although its origin is usable");
+        }
+    }
+}
+
+#[test]
+fn tier_policy_sends_nothing_to_a_higher_tier_while_a_lower_one_is_usable() {
+    let os = origins(&[1.0, 1.0, 1.0]);
+    // Origin 0 reports full CPU and memory: score 55 → tier 2.
+    os[0].set_load(&LoadReport {
+        cpu_utilization: 1.0,
+        mem_utilization: 1.0,
+        ..Default::default()
+    });
+    let c = counts(&Tier, &os, 300, &|_| true);
+    assert_eq!(c.get(&0), None, "{c:?}");
+    assert!(
+        c[&1] > 100 && c[&2] > 100,
+        "the two light origins share the traffic: {c:?}"
+    );
+    // When it is the only one left, it is used.
+    assert_eq!(counts(&Tier, &os, 10, &|i| i == 0)[&0], 10);
+}
