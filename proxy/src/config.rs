@@ -402,17 +402,18 @@ impl Config {
             );
         }
         let mut seen = HashSet::new();
-        for (i, l) in self
+        let dashboard = self.dashboard.enabled.then_some(&self.dashboard.listen);
+        let all = self
             .listen
             .iter()
             .chain(std::iter::once(&self.admin_listen))
-            .enumerate()
-        {
+            .chain(dashboard);
+        for (i, l) in all.enumerate() {
             if !seen.insert(*l) {
-                let key = if i < self.listen.len() {
-                    format!("listen[{i}]")
-                } else {
-                    "admin_listen".into()
+                let key = match i.checked_sub(self.listen.len()) {
+                    None => format!("listen[{i}]"),
+                    Some(0) => "admin_listen".into(),
+                    Some(_) => "dashboard.listen".into(),
                 };
                 return err(
                     &key,
@@ -616,6 +617,8 @@ mod tests {
         assert_eq!(e.key, "listen[1]");
         let e = parse("listen: [\"127.0.0.1:8081\"]\n").unwrap_err();
         assert_eq!(e.key, "admin_listen");
+        let e = parse("dashboard: {listen: 127.0.0.1:8081}\n").unwrap_err();
+        assert_eq!(e.key, "dashboard.listen");
 
         let e = parse("selection:\n  policy: fastest\n").unwrap_err();
         assert_eq!(e.key, "selection.policy");

@@ -387,13 +387,14 @@ impl ProxyHttp for Edge {
                 .with_label_values(&["none", status_class(status)])
                 .inc();
         }
-        if let Some(o) = ctx.origin.clone() {
+        if let Some(o) = &ctx.last {
             self.metrics
                 .requests
                 .with_label_values(&[&o.label, status_class(status)])
                 .inc();
-            let origin_fault = e.is_some_and(|e| e.esource() == &ErrorSource::Upstream);
-            self.end_attempt(ctx, status < 500 && !origin_fault);
         }
+        // Still open only if the last attempt ended without an error callback.
+        let origin_fault = e.is_some_and(|e| e.esource() == &ErrorSource::Upstream);
+        self.end_attempt(ctx, status < 500 && !origin_fault);
     }
 }

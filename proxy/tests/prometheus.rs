@@ -54,3 +54,37 @@ async fn prometheus_text_parses_and_has_the_promised_series() {
         .iter()
         .any(|s| s.labels.get("path").is_some()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_whose_client_hangs_up_mid_body_is_still_counted() {
+    use std::io::{Read, Write};
+    let media = MediaFixture::new().unwrap();
+    // A large sparse file: the body is still flowing when the client leaves.
+    std::fs::File::create(media.path().join("big.bin"))
+        .unwrap()
+        .set_len(1 << 30)
+        .unwrap();
+    let origins = start_origins(&media, 1);
+    let edge = start_proxy(&default_sections(&[origins[0].addr]), 1);
+    let mut s = std::net::TcpStream::connect(edge.server.addr).unwrap();
+    s.write_all(b"GET /videos/big.bin HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let n = s.read(&mut buf).unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    drop(s);
+    let counted = format!(
+        "cdn_requests_total{{code=\"2xx\",origin=\"{}\"}} 1",
+        origins[0].addr
+    );
+    testkit::wait_for(
+        "the request to be counted",
+        std::time::Duration::from_secs(10),
+        || {
+            let r = testkit::raw_get(edge.server.addr, "/prometheus").unwrap();
+            String::from_utf8_lossy(&r.body)
+                .contains(&counted)
+                .then_some(())
+        },
+    );
+}
