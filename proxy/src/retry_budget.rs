@@ -35,7 +35,14 @@ impl RetryBudget {
     }
 
     fn accrue(&self, now: u64, cfg: &Retry) {
-        let elapsed_ms = now.saturating_sub(self.floor_at.swap(now, Relaxed));
+        // Stored +1 so that 0 means "never": a fresh budget starts with one
+        // second of the floor, so retries work right after a (re)start.
+        let last = self.floor_at.swap(now + 1, Relaxed);
+        let elapsed_ms = if last == 0 {
+            1000
+        } else {
+            (now + 1).saturating_sub(last)
+        };
         self.add((cfg.budget_min_per_sec * elapsed_ms as f64).round() as i64);
     }
 
@@ -49,6 +56,22 @@ impl RetryBudget {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fresh_budget_allows_the_floor_at_once() {
+        let cfg = Retry {
+            attempts: 3,
+            budget_ratio: 0.0,
+            budget_min_per_sec: 3.0,
+        };
+        let b = RetryBudget::default();
+        assert!(
+            (0..3).all(|_| b.try_withdraw(&cfg)),
+            "one second of the floor right away"
+        );
+        b.floor_at.store(u64::MAX, Relaxed);
+        assert!(!b.try_withdraw(&cfg));
+    }
 
     #[test]
     fn retries_are_bounded_by_the_ratio_plus_the_floor() {
@@ -69,7 +92,7 @@ mod tests {
             budget_min_per_sec: 5.0,
             ..cfg
         };
-        let t0 = b.floor_at.load(Relaxed);
+        let t0 = b.floor_at.load(Relaxed) - 1;
         b.accrue(t0 + 1000, &cfg);
         b.floor_at.store(u64::MAX, Relaxed); // no more accrual during the assertions
         assert!((0..5).all(|_| b.try_withdraw(&cfg)));
