@@ -8,7 +8,7 @@
 
 use crate::cgroup::Cgroup;
 use crate::metrics::Metrics;
-use cdn_types::Source;
+use cdn_types::{own_process, Source};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,7 +22,6 @@ pub struct LoadSampler {
     cgroup: Cgroup,
     cores: f64,
     mem_total: u64,
-    page_size: u64,
 }
 
 /// One reading of the cumulative counters.
@@ -41,8 +40,6 @@ impl LoadSampler {
             cgroup: Cgroup::detect(),
             cores,
             mem_total: mem_total().unwrap_or(0),
-            // SAFETY: sysconf only reads a constant.
-            page_size: u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096),
         }
     }
 
@@ -87,7 +84,10 @@ impl LoadSampler {
     fn read(&self, metrics: &Metrics) -> Reading {
         Reading {
             at: Instant::now(),
-            cpu_ns: self.cgroup.cpu_usage_ns().unwrap_or_else(process_cpu_ns),
+            cpu_ns: self
+                .cgroup
+                .cpu_usage_ns()
+                .unwrap_or_else(own_process::cpu_ns),
             requests: metrics.requests_total(),
         }
     }
@@ -115,28 +115,12 @@ impl LoadSampler {
     fn memory(&self) -> f64 {
         match (&self.cgroup.mem, self.cgroup.mem_working_set()) {
             (Some(limit), Some(used)) => used as f64 / limit.limit as f64,
-            _ => match (rss_pages(), self.mem_total) {
-                (Some(pages), total) if total > 0 => (pages * self.page_size) as f64 / total as f64,
+            _ => match (own_process::rss_bytes(), self.mem_total) {
+                (Some(rss), total) if total > 0 => rss as f64 / total as f64,
                 _ => 0.0,
             },
         }
     }
-}
-
-/// CPU time (user + system, all threads) of this process, in nanoseconds.
-fn process_cpu_ns() -> u64 {
-    // SAFETY: getrusage writes into the zeroed struct we own.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
-        return 0;
-    }
-    let tv = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1000;
-    tv(ru.ru_utime) + tv(ru.ru_stime)
-}
-
-fn rss_pages() -> Option<u64> {
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    statm.split_whitespace().nth(1)?.parse().ok()
 }
 
 fn mem_total() -> Option<u64> {
@@ -157,16 +141,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn process_figures_are_readable_here() {
+    fn total_memory_is_readable_here() {
         assert!(mem_total().unwrap() > 0);
-        assert!(rss_pages().unwrap() > 0);
-        let a = process_cpu_ns();
-        let mut x = 0u64;
-        for i in 0..5_000_000u64 {
-            x = x.wrapping_add(std::hint::black_box(i));
-        }
-        std::hint::black_box(x);
-        assert!(process_cpu_ns() > a);
     }
 
     #[test]
@@ -175,7 +151,6 @@ mod tests {
             cgroup: Cgroup::default(),
             cores: 2.0,
             mem_total: 1 << 30,
-            page_size: 4096,
         };
         let m = Metrics::new("t", Source::Process, Source::Process).unwrap();
         let t0 = Instant::now();

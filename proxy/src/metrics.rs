@@ -10,6 +10,7 @@ use crate::config::Config;
 use crate::origins::{now_ms, Registry, State};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
+use cdn_types::own_process;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use prometheus::{
@@ -323,7 +324,7 @@ impl Snapshotter {
         let cfg = self.config.load();
         let now = Instant::now();
         let dt = now.duration_since(prev.at).as_secs_f64().max(1e-3);
-        let cpu_ns = process_cpu_ns();
+        let cpu_ns = own_process::cpu_ns();
         let requests = self.metrics.total_requests.load(Relaxed);
         let bytes = self.metrics.total_bytes.load(Relaxed);
         let origins = self.registry.all();
@@ -356,7 +357,7 @@ impl Snapshotter {
                 response_time_avg_ms: avg,
                 response_time_p95_ms: p95,
                 cpu_percent: cpu_ns.saturating_sub(prev.cpu_ns) as f64 / 1e9 / dt * 100.0,
-                memory_bytes: rss_bytes(),
+                memory_bytes: own_process::rss_bytes().unwrap_or(0),
                 retries_total: self.metrics.retries.get(),
                 origins_up: origins.iter().filter(|o| o.state() == State::Up).count(),
                 origins_total: origins.len(),
@@ -417,7 +418,7 @@ impl BackgroundService for Snapshotter {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let mut prev = Previous {
             at: Instant::now(),
-            cpu_ns: process_cpu_ns(),
+            cpu_ns: own_process::cpu_ns(),
             requests: 0,
             bytes: 0,
             per_origin: HashMap::new(),
@@ -430,24 +431,4 @@ impl BackgroundService for Snapshotter {
             }
         }
     }
-}
-
-/// CPU time (user + system, all threads) of this process, in nanoseconds.
-fn process_cpu_ns() -> u64 {
-    // SAFETY: getrusage writes into the zeroed struct we own.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
-        return 0;
-    }
-    let tv = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1000;
-    tv(ru.ru_utime) + tv(ru.ru_stime)
-}
-
-fn rss_bytes() -> u64 {
-    let pages = std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .unwrap_or(0);
-    // SAFETY: sysconf only reads a constant.
-    pages * u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096)
 }

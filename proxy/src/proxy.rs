@@ -177,8 +177,10 @@ impl ProxyHttp for Edge {
             return Ok(Box::new(HttpPeer::new(addr, false, String::new())));
         }
         // Just started (or upgraded): no origin is checked yet, so wait for the first round.
-        let limit = self.config.load().health.timeout + Duration::from_millis(500);
-        self.warmup.wait(limit).await;
+        let cfg = self.config.load_full();
+        self.warmup
+            .wait(cfg.health.timeout + Duration::from_millis(500))
+            .await;
         let key = session.req_header().uri.path().as_bytes();
         let tried = &ctx.tried;
         let picked = self.lb.select_with(key, 256, |b, _| {
@@ -203,7 +205,6 @@ impl ProxyHttp for Edge {
         ctx.origin = Some(origin);
         ctx.sent_at = None;
 
-        let cfg = self.config.load();
         let mut peer = HttpPeer::new(addr, false, String::new());
         peer.options.connection_timeout = Some(cfg.timeouts.connect);
         peer.options.total_connection_timeout = Some(cfg.timeouts.connect);

@@ -1,8 +1,12 @@
-//! Types that cross a process boundary between `cdn-origin` and `cdn-proxy`.
+//! What `cdn-origin` and `cdn-proxy` share.
 //!
-//! Today that is the origin's load report, which travels two ways:
-//! in-band on every response as an ORCA `endpoint-load-metrics` header
+//! Mostly the origin's load report, which crosses the process boundary two
+//! ways: in-band on every response as an ORCA `endpoint-load-metrics` header
 //! (the text format Envoy and gRPC use), and as JSON on the origin's `/load`.
+//! Also [`own_process`]: the CPU and memory figures both binaries report
+//! about themselves.
+
+pub mod own_process;
 
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;

@@ -1,8 +1,7 @@
 //! Consistent hashing (Ketama) on the request path: the same video goes to
 //! the same origin while it is usable, which keeps origin page caches warm.
 
-use super::Policy;
-use crate::config::Selection;
+use super::{Pick, Policy};
 use crate::origins::Origin;
 use pingora_ketama::{Bucket, Continuum};
 use std::collections::HashMap;
@@ -39,20 +38,13 @@ impl Policy for Consistent {
         self.ring.node_idx(key) as u64
     }
 
-    fn pick(
-        &self,
-        origins: &[Arc<Origin>],
-        _cfg: &Selection,
-        seed: u64,
-        usable: &dyn Fn(usize) -> bool,
-        _rng: &mut fastrand::Rng,
-    ) -> Option<usize> {
+    fn pick(&self, p: &mut Pick<'_>) -> Option<usize> {
         // Walk the ring from the key's point to the first usable origin.
-        let mut idx = seed as usize;
-        for _ in 0..origins.len() * 200 {
+        let mut idx = p.seed as usize;
+        for _ in 0..p.origins.len() * 200 {
             let addr = self.ring.get_addr(&mut idx)?;
             if let Some(&i) = self.index.get(addr) {
-                if usable(i) {
+                if (p.usable)(i) {
                     return Some(i);
                 }
             }

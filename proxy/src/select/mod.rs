@@ -27,6 +27,43 @@ use pingora::lb::Backend;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+/// What one pick works with.
+pub struct Pick<'a> {
+    /// The origins of this discovery generation.
+    pub origins: &'a [Arc<Origin>],
+    /// The selection settings in force.
+    pub cfg: &'a Selection,
+    /// Per-request state from [`Policy::seed`].
+    pub seed: u64,
+    /// Which origins may be picked (eligible and not yet tried for this request).
+    pub usable: &'a dyn Fn(usize) -> bool,
+    /// Randomness (seeded in tests).
+    pub rng: &'a mut fastrand::Rng,
+}
+
+impl Pick<'_> {
+    /// A usable origin that also passes `only`, drawn with probability
+    /// proportional to its capacity.
+    pub fn weighted_random(&mut self, only: impl Fn(usize) -> bool) -> Option<usize> {
+        let (origins, usable) = (self.origins, self.usable);
+        let candidates = || (0..origins.len()).filter(|&i| usable(i) && only(i));
+        let total: f64 = candidates().map(|i| origins[i].capacity()).sum();
+        if total <= 0.0 {
+            return None;
+        }
+        let mut r = self.rng.f64() * total;
+        let mut last = None;
+        for i in candidates() {
+            last = Some(i);
+            r -= origins[i].capacity();
+            if r < 0.0 {
+                return Some(i);
+            }
+        }
+        last
+    }
+}
+
 /// A way of picking one origin among those that are usable.
 pub trait Policy: Send + Sync {
     /// Per-request state derived from the request key (a hash for consistent hashing).
@@ -34,40 +71,8 @@ pub trait Policy: Send + Sync {
         0
     }
 
-    /// Picks the index of an origin in `origins` for which `usable` holds, or `None`.
-    fn pick(
-        &self,
-        origins: &[Arc<Origin>],
-        cfg: &Selection,
-        seed: u64,
-        usable: &dyn Fn(usize) -> bool,
-        rng: &mut fastrand::Rng,
-    ) -> Option<usize>;
-}
-
-/// Picks an origin with probability proportional to its capacity, among the usable.
-pub(crate) fn weighted_random(
-    origins: &[Arc<Origin>],
-    usable: &dyn Fn(usize) -> bool,
-    rng: &mut fastrand::Rng,
-) -> Option<usize> {
-    let total: f64 = (0..origins.len())
-        .filter(|&i| usable(i))
-        .map(|i| origins[i].capacity())
-        .sum();
-    if total <= 0.0 {
-        return None;
-    }
-    let mut r = rng.f64() * total;
-    let mut last = None;
-    for i in (0..origins.len()).filter(|&i| usable(i)) {
-        last = Some(i);
-        r -= origins[i].capacity();
-        if r < 0.0 {
-            return Some(i);
-        }
-    }
-    last
+    /// Picks the index of a usable origin, or `None` if there is none.
+    fn pick(&self, p: &mut Pick<'_>) -> Option<usize>;
 }
 
 /// What every selector shares: the live config and the origin registry.
@@ -177,13 +182,14 @@ impl BackendIter for Picks {
         let tried = self.tried;
         let usable =
             |i: usize| (i >= 128 || tried & (1u128 << i) == 0) && sel.origins[i].eligible();
-        let i = sel.policy(self.policy).pick(
-            &sel.origins,
-            &cfg.selection,
-            self.seed,
-            &usable,
-            &mut self.rng,
-        )?;
+        let mut pick = Pick {
+            origins: &sel.origins,
+            cfg: &cfg.selection,
+            seed: self.seed,
+            usable: &usable,
+            rng: &mut self.rng,
+        };
+        let i = sel.policy(self.policy).pick(&mut pick)?;
         if i < 128 {
             self.tried |= 1u128 << i;
         }

@@ -1,9 +1,7 @@
 //! Power of two choices on peak-EWMA cost, as Finagle and Linkerd do.
 
-use super::{weighted_random, Policy};
-use crate::config::Selection;
+use super::{Pick, Policy};
 use crate::origins::Origin;
-use std::sync::Arc;
 
 /// Two capacity-weighted random candidates; the one with the lower
 /// `peak_ewma_latency × (in_flight + 1) / capacity` wins.
@@ -21,18 +19,11 @@ pub(crate) fn peak_cost(o: &Origin) -> f64 {
 }
 
 impl Policy for P2cEwma {
-    fn pick(
-        &self,
-        origins: &[Arc<Origin>],
-        _cfg: &Selection,
-        _seed: u64,
-        usable: &dyn Fn(usize) -> bool,
-        rng: &mut fastrand::Rng,
-    ) -> Option<usize> {
-        let a = weighted_random(origins, usable, rng)?;
-        let b = weighted_random(origins, &|i| i != a && usable(i), rng);
+    fn pick(&self, p: &mut Pick<'_>) -> Option<usize> {
+        let a = p.weighted_random(|_| true)?;
+        let b = p.weighted_random(|i| i != a);
         Some(match b {
-            Some(b) if peak_cost(&origins[b]) < peak_cost(&origins[a]) => b,
+            Some(b) if peak_cost(&p.origins[b]) < peak_cost(&p.origins[a]) => b,
             _ => a,
         })
     }

@@ -18,17 +18,34 @@ fn origins(capacities: &[f64]) -> Vec<Arc<Origin>> {
         .collect()
 }
 
+/// One pick by `policy` (tests call policies directly, without Pingora).
+pub(super) fn pick_once(
+    policy: &dyn Policy,
+    origins: &[Arc<Origin>],
+    seed: u64,
+    usable: &dyn Fn(usize) -> bool,
+    rng: &mut fastrand::Rng,
+) -> Option<usize> {
+    let cfg = Selection::default();
+    policy.pick(&mut Pick {
+        origins,
+        cfg: &cfg,
+        seed,
+        usable,
+        rng,
+    })
+}
+
 fn counts(
     p: &dyn Policy,
     os: &[Arc<Origin>],
     n: usize,
     usable: &dyn Fn(usize) -> bool,
 ) -> HashMap<usize, usize> {
-    let cfg = Selection::default();
     let mut rng = fastrand::Rng::with_seed(42);
     let mut c = HashMap::new();
     for _ in 0..n {
-        *c.entry(p.pick(os, &cfg, 0, usable, &mut rng).unwrap())
+        *c.entry(pick_once(p, os, 0, usable, &mut rng).unwrap())
             .or_insert(0) += 1;
     }
     c
@@ -99,11 +116,9 @@ fn p2c_ewma_prefers_the_cheaper_of_two() {
 fn consistent_hashing_is_sticky_and_moves_only_what_it_must() {
     let os = origins(&[1.0, 1.0, 1.0, 1.0]);
     let ch = Consistent::new(&os);
-    let cfg = Selection::default();
     let mut rng = fastrand::Rng::with_seed(1);
     let pick = |key: &str, usable: &dyn Fn(usize) -> bool, rng: &mut fastrand::Rng| {
-        ch.pick(&os, &cfg, ch.seed(key.as_bytes()), usable, rng)
-            .unwrap()
+        pick_once(&ch, &os, ch.seed(key.as_bytes()), usable, rng).unwrap()
     };
     let keys: Vec<String> = (0..400).map(|i| format!("/videos/clip-{i}.mp4")).collect();
     let home: Vec<usize> = keys.iter().map(|k| pick(k, &|_| true, &mut rng)).collect();

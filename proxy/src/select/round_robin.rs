@@ -1,10 +1,7 @@
 //! Round robin: each usable origin in turn.
 
-use super::Policy;
-use crate::config::Selection;
-use crate::origins::Origin;
+use super::{Pick, Policy};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 
 /// Round robin over the usable origins (capacity is not considered).
 #[derive(Default)]
@@ -13,16 +10,9 @@ pub struct RoundRobin {
 }
 
 impl Policy for RoundRobin {
-    fn pick(
-        &self,
-        origins: &[Arc<Origin>],
-        _cfg: &Selection,
-        _seed: u64,
-        usable: &dyn Fn(usize) -> bool,
-        _rng: &mut fastrand::Rng,
-    ) -> Option<usize> {
-        let n = origins.len();
+    fn pick(&self, p: &mut Pick<'_>) -> Option<usize> {
+        let n = p.origins.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        (0..n).map(|k| (start + k) % n).find(|&i| usable(i))
+        (0..n).map(|k| (start + k) % n).find(|&i| (p.usable)(i))
     }
 }

@@ -3,7 +3,7 @@
 //! once a simulated second, and a steady stream of picks. It shows the
 //! herding of "argmin on the polled score" and that the tier policy does not herd.
 
-use super::{Policy, Tier};
+use super::Tier;
 use crate::config::Selection;
 use crate::origins::Origin;
 use cdn_types::LoadReport;
@@ -104,12 +104,11 @@ fn argmin_on_polled_score(origins: &[Arc<Origin>], snapshot: &[(f64, i64)]) -> u
 
 #[test]
 fn argmin_on_polled_scores_herds_and_the_tier_policy_does_not() {
-    let cfg = Selection::default();
     for load in [0.5, 0.8, 0.95] {
         let herd = simulate(load, argmin_on_polled_score);
         let mut rng = fastrand::Rng::with_seed(7);
         let tier = simulate(load, |origins, _| {
-            Tier.pick(origins, &cfg, 0, &|_| true, &mut rng).unwrap()
+            super::policies_test::pick_once(&Tier, origins, 0, &|_| true, &mut rng).unwrap()
         });
 
         let (h50, h99) = (

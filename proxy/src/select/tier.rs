@@ -15,10 +15,9 @@
 //! tier both are always compared, and a strict comparison of two idle
 //! origins' sub-millisecond latencies would be argmin on noise, starving one.
 
-use super::{weighted_random, Policy};
+use super::{Pick, Policy};
 use crate::config::Selection;
 use crate::origins::Origin;
-use std::sync::Arc;
 
 /// The tier policy (the default).
 pub struct Tier;
@@ -33,21 +32,15 @@ pub(crate) fn live_cost(o: &Origin, cfg: &Selection) -> f64 {
 }
 
 impl Policy for Tier {
-    fn pick(
-        &self,
-        origins: &[Arc<Origin>],
-        cfg: &Selection,
-        _seed: u64,
-        usable: &dyn Fn(usize) -> bool,
-        rng: &mut fastrand::Rng,
-    ) -> Option<usize> {
+    fn pick(&self, p: &mut Pick<'_>) -> Option<usize> {
+        let (origins, cfg) = (p.origins, p.cfg);
         let best = (0..origins.len())
-            .filter(|&i| usable(i))
+            .filter(|&i| (p.usable)(i))
             .map(|i| origins[i].rate_tier(cfg))
             .min()?;
-        let in_tier = |i: usize| usable(i) && origins[i].score_and_tier().1 == best;
-        let a = weighted_random(origins, &in_tier, rng)?;
-        let b = weighted_random(origins, &|i| i != a && in_tier(i), rng);
+        let in_tier = |i: usize| origins[i].score_and_tier().1 == best;
+        let a = p.weighted_random(in_tier)?;
+        let b = p.weighted_random(|i| i != a && in_tier(i));
         Some(match b {
             Some(b) if live_cost(&origins[b], cfg) < live_cost(&origins[a], cfg) * (1.0 - TIE) => b,
             _ => a,
