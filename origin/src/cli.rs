@@ -1,7 +1,7 @@
 //! Command-line flags.
 
 use crate::faults::FaultSettings;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -48,4 +48,16 @@ pub struct Args {
 
     #[command(flatten)]
     pub faults: FaultSettings,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// What to do instead of serving.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// GET /healthz of the origin at --listen (a wildcard address is reached on
+    /// loopback) and exit 0 if it answers 2xx, 1 otherwise: a container
+    /// HEALTHCHECK with no shell tools.
+    Healthcheck,
 }

@@ -37,15 +37,19 @@ const MAX_HEADERS: usize = 64;
 /// A client must send its request head within this time.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
-fn main() {
-    if let Err(e) = start() {
-        eprintln!("cdn-origin: {e:#}");
-        std::process::exit(1);
+fn main() -> std::process::ExitCode {
+    let args = cli::Args::parse();
+    if let Some(cli::Command::Healthcheck) = args.command {
+        return cdn_types::healthcheck::run("cdn-origin", args.listen, "/healthz");
     }
+    if let Err(e) = start(args) {
+        eprintln!("cdn-origin: {e:#}");
+        return std::process::ExitCode::FAILURE;
+    }
+    std::process::ExitCode::SUCCESS
 }
 
-fn start() -> anyhow::Result<()> {
-    let args = cli::Args::parse();
+fn start(args: cli::Args) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),

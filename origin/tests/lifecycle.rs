@@ -165,3 +165,36 @@ async fn a_client_that_stops_reading_stalls_the_stream_instead_of_growing_a_buff
         got += n;
     }
 }
+
+/// `cdn-origin healthcheck` (the container HEALTHCHECK) run against `addr`.
+fn healthcheck(addr: std::net::SocketAddr) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_cdn-origin"))
+        .args(["--listen", &addr.to_string(), "healthcheck"])
+        .output()
+        .expect("cdn-origin healthcheck runs")
+}
+
+#[test]
+fn healthcheck_subcommand_follows_the_origins_health() {
+    let media = MediaFixture::new().unwrap();
+    let mut o = start_origin(&media, &["--drain-delay", "30s", "--grace", "1s"]);
+    let addr = o.addr;
+    let up = healthcheck(addr);
+    assert!(up.status.success(), "{up:?}");
+    assert!(String::from_utf8_lossy(&up.stdout).contains("healthy"));
+
+    // Draining: /healthz answers 503, so the container must read as unhealthy.
+    o.signal("TERM").unwrap();
+    testkit::wait_for("/healthz to turn 503", Duration::from_secs(10), || {
+        (testkit::raw_get(addr, "/healthz").ok()?.status == 503).then_some(())
+    });
+    let draining = healthcheck(addr);
+    assert_eq!(draining.status.code(), Some(1), "{draining:?}");
+    assert!(String::from_utf8_lossy(&draining.stderr).contains("answered 503"));
+
+    o.signal("KILL").unwrap();
+    o.wait_exit(Duration::from_secs(10)).unwrap();
+    let gone = healthcheck(addr);
+    assert_eq!(gone.status.code(), Some(1), "{gone:?}");
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("connect"));
+}

@@ -46,9 +46,21 @@ struct Args {
     /// Pingora's own options: -c pingora.yaml, -u (graceful upgrade), -d (daemon), -t (test config).
     #[command(flatten)]
     pingora: Opt,
+
+    #[command(subcommand)]
+    command: Option<Command>,
 }
 
-fn main() {
+/// What to do instead of serving.
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// GET /healthz on the first `listen` address of --cdn-conf (a wildcard
+    /// address is reached on loopback) and exit 0 if it answers 2xx, 1
+    /// otherwise: a container HEALTHCHECK with no shell tools.
+    Healthcheck,
+}
+
+fn main() -> std::process::ExitCode {
     let args = Args::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -63,6 +75,13 @@ fn main() {
             std::process::exit(2);
         }
     };
+    if let Some(Command::Healthcheck) = args.command {
+        let Some(listen) = config.listen.first() else {
+            eprintln!("cdn-proxy: {}: `listen` is empty", args.cdn_conf.display());
+            std::process::exit(1);
+        };
+        return cdn_types::healthcheck::run("cdn-proxy", *listen, "/healthz");
+    }
     if args.check {
         // Pingora's parser validates pingora.yaml the same way -t does.
         if let Err(e) = Server::new(Some(Opt {
@@ -73,12 +92,13 @@ fn main() {
             std::process::exit(2);
         }
         println!("{}: ok", args.cdn_conf.display());
-        return;
+        return std::process::ExitCode::SUCCESS;
     }
     if let Err(e) = run(args, config) {
         eprintln!("cdn-proxy: {e:#}");
-        std::process::exit(1);
+        return std::process::ExitCode::FAILURE;
     }
+    std::process::ExitCode::SUCCESS
 }
 
 fn run(args: Args, config: config::Config) -> anyhow::Result<()> {

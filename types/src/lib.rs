@@ -4,8 +4,10 @@
 //! ways: in-band on every response as an ORCA `endpoint-load-metrics` header
 //! (the text format Envoy and gRPC use), and as JSON on the origin's `/load`.
 //! Also [`own_process`]: the CPU and memory figures both binaries report
-//! about themselves.
+//! about themselves, and [`healthcheck`]: the probe behind their
+//! `healthcheck` subcommands.
 
+pub mod healthcheck;
 pub mod own_process;
 
 use serde::{Deserialize, Serialize};
