@@ -3,7 +3,15 @@ SHELL := /bin/bash
 CARGO ?= cargo
 MEDIA ?= media
 
-.PHONY: help run build sample deps web-deps e2e-deps test lint prometheus bench-origin bench-proxy clean
+.PHONY: help run build sample deps web-deps e2e-deps test test-local test-k8s test-docker lint prometheus \
+	up down logs ps scale bench-origin bench-proxy clean
+
+# Containers: `docker compose` (v2) where it exists, else `docker-compose` (v1.29).
+COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
+PROJECT ?= cdn
+DC = $(COMPOSE) -p $(PROJECT) -f deploy/compose.yaml
+SCALE ?= 3
+N ?= $(SCALE)
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -28,14 +36,42 @@ e2e-deps: web-deps ## install what the browser and Prometheus tests need (Chromi
 	@scripts/ensure-packages.sh chromium:chromium ffmpeg:ffmpeg prometheus:prometheus
 	@cd e2e && { [ -d node_modules/playwright-core ] || npm ci --no-audit --no-fund; }
 
-test: deps e2e-deps ## run every test: unit, integration (real processes on 127.0.0.1), then browser tests
+test: test-local test-docker ## run every test: test-local, then test-docker
+
+test-local: deps e2e-deps ## unit, integration (real processes on 127.0.0.1), browser, Prometheus and deployment-file tests
 	$(CARGO) test --workspace --all-targets
 	cd e2e && node --test --test-concurrency=1
+	@$(MAKE) --no-print-directory test-k8s
 
-prometheus: ## run Prometheus (Debian's package) with prometheus.yml against `make run`; UI on :9090
+K8S_VENV := target/k8s-venv
+test-k8s: ## offline checks of deploy/k8s (strict schemas, probes, limits, names) and of the container configs
+	@[ -x $(K8S_VENV)/bin/kubernetes-validate ] || { python3 -m venv $(K8S_VENV) && \
+	  $(K8S_VENV)/bin/pip install -q --disable-pip-version-check -r deploy/test/requirements.txt; }
+	$(CARGO) build -q -p cdn-proxy
+	$(K8S_VENV)/bin/python -m unittest -v deploy/test/test_k8s.py
+
+test-docker: ## the containers for real: build, up, scale, stop an origin under load, Prometheus, down (needs root or a running Docker)
+	@deploy/test/run.sh
+
+prometheus: ## run Prometheus (Debian's package) with conf/prometheus.local.yml against `make run`; UI on :9090
 	@scripts/ensure-packages.sh prometheus:prometheus
-	prometheus --config.file=prometheus.yml --storage.tsdb.path=$${TMPDIR:-/tmp}/cdn-prometheus \
+	prometheus --config.file=conf/prometheus.local.yml --storage.tsdb.path=$${TMPDIR:-/tmp}/cdn-prometheus \
 	  --web.listen-address=127.0.0.1:9090
+
+up: sample ## build the images and run proxy, $(SCALE) origins and Prometheus in containers (http://localhost/)
+	$(DC) up -d --build --scale origin=$(SCALE)
+
+down: ## stop and remove the containers
+	$(DC) down --remove-orphans
+
+logs: ## follow the containers' logs
+	$(DC) logs -f --tail=100
+
+ps: ## list the containers and their health
+	$(DC) ps
+
+scale: ## run N origins (make scale N=5); the proxy and Prometheus find them by DNS
+	$(DC) up -d --no-deps --no-recreate --no-build --scale origin=$(N) origin
 
 lint: ## rustfmt and clippy, warnings are errors
 	$(CARGO) fmt --all -- --check

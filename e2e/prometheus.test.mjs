@@ -1,4 +1,4 @@
-// A real Prometheus (Debian's package) with the project's prometheus.yml,
+// A real Prometheus (Debian's package) with conf/prometheus.local.yml,
 // pointed at this test's ports, scrapes the proxy and every origin.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -32,10 +32,10 @@ test('Prometheus scrapes the proxy and every origin, all targets up', async () =
 
   // The project's config with only the addresses changed.
   const dir = mkdtempSync(join(tmpdir(), 'cdn-e2e-prom-data-'));
-  const config = readFileSync(resolve(import.meta.dirname, '..', 'prometheus.yml'), 'utf8')
+  const config = readFileSync(resolve(import.meta.dirname, '..', 'conf', 'prometheus.local.yml'), 'utf8')
     .replace('"127.0.0.1:8080"', `"${new URL(proxy.url).host}"`)
     .replace('["127.0.0.1:9101", "127.0.0.1:9102", "127.0.0.1:9103"]', JSON.stringify(origins.map((o) => o.addr)));
-  assert.ok(config.includes('scrape_interval: 1s') && config.includes('dns_sd_configs'));
+  assert.ok(config.includes('scrape_interval: 1s') && config.includes(JSON.stringify(origins.map((o) => o.addr))));
   writeFileSync(join(dir, 'prometheus.yml'), config);
   const port = await freePort();
   const prom = spawn(process.env.PROMETHEUS ?? 'prometheus', [

@@ -1,0 +1,204 @@
+// The containerised system, for real: deploy/compose.yaml (with the test's
+// Prometheus override) on a Docker engine. Run by deploy/test/run.sh, which
+// builds the images and sets the environment read below; the steps run in
+// order and each builds on the one before.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+
+const root = resolve(import.meta.dirname, '..', '..');
+const env = (name) => {
+  const v = process.env[name];
+  if (!v) throw new Error(`${name} is not set: run this through deploy/test/run.sh (make test-docker)`);
+  return v;
+};
+const project = env('CDN_E2E_PROJECT');
+const compose = env('CDN_E2E_COMPOSE').split(' ');
+const proxy = `http://127.0.0.1:${env('CDN_HTTP_PORT')}`;
+const prometheus = `http://127.0.0.1:${env('CDN_PROMETHEUS_PORT')}`;
+const sample = readFileSync(resolve(root, 'media', 'sample.mp4'));
+
+/** Runs the compose command of run.sh on this project; returns its stdout. */
+function dc(...args) {
+  return execFileSync(compose[0], [...compose.slice(1), '-p', project,
+    '-f', 'deploy/compose.yaml', '-f', 'deploy/test/compose.test.yaml', ...args],
+  { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+}
+
+async function waitFor(what, check, ms = 60000) {
+  const end = Date.now() + ms;
+  let last;
+  for (;;) {
+    try {
+      const r = await check();
+      if (r.ok) return r.value;
+      last = r.value;
+    } catch (e) { last = e.message; }
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}; last seen: ${JSON.stringify(last)}`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
+const metrics = async () => (await fetch(`${proxy}/metrics`)).json();
+const upOrigins = (m) => m.origins.filter((o) => o.state === 'up');
+
+/**
+ * Clients fetching random 64 KiB ranges of the sample, `n` at a time, until
+ * stopped: every response must be a byte-exact 206, else it counts as failed.
+ */
+function startLoad(n = 8) {
+  const stats = { ok: 0, failed: 0, errors: [] };
+  let running = true;
+  const client = async () => {
+    while (running) {
+      const start = Math.floor(Math.random() * (sample.length - 65536));
+      const end = start + 65535;
+      try {
+        const r = await fetch(`${proxy}/`, { headers: { range: `bytes=${start}-${end}` } });
+        const body = Buffer.from(await r.arrayBuffer());
+        if (r.status === 206 && body.equals(sample.subarray(start, end + 1))) stats.ok++;
+        else { stats.failed++; stats.errors.push(`${r.status} ${body.length} bytes`); }
+      } catch (e) {
+        stats.failed++; stats.errors.push(e.cause?.message ?? e.message);
+      }
+    }
+  };
+  const clients = Array.from({ length: n }, client);
+  stats.stop = async () => { running = false; await Promise.all(clients); return stats; };
+  return stats;
+}
+
+after(() => {
+  // run.sh removes everything on exit too; this makes a failed step visible.
+  if (process.exitCode) process.stderr.write(dc('logs', '--tail=30', 'proxy'));
+});
+
+test('up with 3 origins: every container turns healthy and the proxy sees 3 origins up', async () => {
+  dc('up', '-d', '--no-build', '--scale', 'origin=3');
+  await waitFor('the proxy to see 3 origins up', async () => {
+    const m = await metrics();
+    return { ok: upOrigins(m).length === 3, value: m.origins.map((o) => o.state) };
+  }, 120000);
+  const health = await waitFor('every container healthy', async () => {
+    const ids = dc('ps', '-q').trim().split('\n');
+    const states = ids.map((id) => execFileSync('docker',
+      ['inspect', '--format', '{{.Config.Image}} {{if .State.Health}}{{.State.Health.Status}}{{else}}no-healthcheck{{end}}', id],
+      { encoding: 'utf8' }).trim());
+    const checked = states.filter((s) => !s.includes('no-healthcheck'));
+    return { ok: checked.length === 4 && checked.every((s) => s.endsWith(' healthy')), value: states };
+  });
+  assert.equal(health.length, 5, 'proxy, 3 origins and Prometheus are running');
+});
+
+test('the containers run as a non-root user', () => {
+  for (const service of ['proxy', 'origin']) {
+    const id = dc('ps', '-q', service).trim().split('\n')[0];
+    const user = execFileSync('docker', ['inspect', '--format', '{{.Config.User}}', id], { encoding: 'utf8' }).trim();
+    assert.equal(user, 'cdn', `${service} runs as ${user || 'root'}`);
+  }
+});
+
+test('a range of the video plays through the proxy on its published port', async () => {
+  const r = await fetch(`${proxy}/`, { headers: { range: 'bytes=1000-1999' } });
+  assert.equal(r.status, 206);
+  assert.equal(r.headers.get('content-range'), `bytes 1000-1999/${sample.length}`);
+  assert.match(r.headers.get('x-served-by') ?? '', /:8000$/);
+  assert.ok(Buffer.from(await r.arrayBuffer()).equals(sample.subarray(1000, 2000)));
+  const head = await fetch(`${proxy}/`, { method: 'HEAD' });
+  assert.equal(head.headers.get('content-length'), String(sample.length));
+});
+
+test('the dashboard page, its WebSocket and the Prometheus text are served on the same port', async () => {
+  const page = await fetch(`${proxy}/dashboard`);
+  assert.equal(page.status, 200);
+  assert.match(await page.text(), /<canvas/);
+  const chart = await fetch(`${proxy}/dashboard/vendor/chart.umd.js`);
+  assert.equal(chart.status, 200, 'Chart.js is in the image');
+  const snapshot = await new Promise((ok, bad) => {
+    const ws = new WebSocket(`${proxy.replace('http', 'ws')}/ws`);
+    const timer = setTimeout(() => { ws.close(); bad(new Error('no snapshot within 10 s')); }, 10000);
+    ws.onmessage = (e) => { clearTimeout(timer); ws.close(); ok(JSON.parse(e.data)); };
+    ws.onerror = (e) => { clearTimeout(timer); bad(new Error(`WebSocket: ${e.message}`)); };
+  });
+  assert.ok(snapshot && typeof snapshot === 'object');
+  const text = await (await fetch(`${proxy}/prometheus`)).text();
+  assert.match(text, /^cdn_origin_up\{/m);
+});
+
+test('/metrics shows 3 origins, found through the compose service name', async () => {
+  const m = await metrics();
+  assert.equal(m.origins.length, 3, JSON.stringify(m.origins.map((o) => o.address)));
+  assert.ok(m.origins.every((o) => o.source === 'origin:8000'), 'every origin comes from the dns: entry');
+  assert.equal(m.global.origins_up, 3);
+});
+
+test('scale to 5: the new origins take traffic within seconds, with no failed request', async () => {
+  const load = startLoad();
+  try {
+    dc('up', '-d', '--no-deps', '--no-recreate', '--no-build', '--scale', 'origin=5', 'origin');
+    const served = await waitFor('5 origins up, each serving', async () => {
+      const m = await metrics();
+      const serving = upOrigins(m).filter((o) => o.requests_total > 0);
+      return { ok: serving.length === 5, value: m.origins.map((o) => `${o.address} ${o.state} ${o.requests_total}`) };
+    });
+    assert.equal(served.length, 5);
+  } finally {
+    const s = await load.stop();
+    assert.equal(s.failed, 0, `failed requests: ${s.errors.slice(0, 5).join('; ')}`);
+    assert.ok(s.ok > 50, `${s.ok} requests succeeded`);
+  }
+});
+
+test('stopping an origin container under load fails no request', async () => {
+  const load = startLoad();
+  try {
+    const victim = dc('ps', '-q', 'origin').trim().split('\n')[0];
+    await waitFor('some traffic before the stop', async () => ({ ok: load.ok > 50, value: load.ok }));
+    execFileSync('docker', ['stop', victim]);
+    await waitFor('the proxy to see 4 origins up', async () => {
+      const m = await metrics();
+      return { ok: upOrigins(m).length === 4, value: m.origins.map((o) => `${o.address} ${o.state}`) };
+    });
+    // Keep the load on a while longer with the origin gone.
+    const before = load.ok;
+    await waitFor('more traffic after the stop', async () => ({ ok: load.ok > before + 100, value: load.ok }));
+  } finally {
+    const s = await load.stop();
+    assert.equal(s.failed, 0, `failed requests: ${s.errors.slice(0, 5).join('; ')}`);
+  }
+});
+
+test('Prometheus scrapes the proxy and every running origin, all up, and origins read their cgroup limits', async () => {
+  const api = `${prometheus}/api/v1`;
+  const targets = await waitFor('1 proxy and 4 origin targets, all up', async () => {
+    const t = (await (await fetch(`${api}/targets`)).json()).data.activeTargets;
+    const jobs = t.map((x) => `${x.labels.job} ${x.health}`).sort();
+    return { ok: t.length === 5 && t.every((x) => x.health === 'up'), value: jobs };
+  });
+  assert.deepEqual([...new Set(targets.map((t) => t.labels.job))].sort(), ['cdn-origin', 'cdn-proxy']);
+  const q = async (expr) => (await (await fetch(`${api}/query?query=${encodeURIComponent(expr)}`)).json()).data.result;
+  const origins = await waitFor('the cdn_origin_up series for 4 origins', async () => {
+    const r = await q('sum(cdn_origin_up{state="up"})');
+    return { ok: r.length === 1 && Number(r[0].value[1]) === 4, value: r };
+  });
+  assert.ok(origins);
+  // compose.yaml gives each origin cpus and mem_limit: the origins' own
+  // load reports must be measured against those, not the host.
+  const mem = await q('origin_memory_utilization_ratio');
+  assert.equal(mem.length, 4);
+  assert.ok(mem.every((s) => s.metric.source === 'cgroup'), JSON.stringify(mem.map((s) => s.metric.source)));
+  const cpu = await q('origin_cpu_utilization_ratio');
+  assert.ok(cpu.every((s) => s.metric.source === 'cgroup'), JSON.stringify(cpu.map((s) => s.metric.source)));
+});
+
+test('down removes every container and network the test created', () => {
+  dc('down', '--volumes', '--remove-orphans', '--timeout', '5');
+  const left = execFileSync('docker', ['ps', '-aq', '--filter', `label=com.docker.compose.project=${project}`],
+    { encoding: 'utf8' }).trim();
+  assert.equal(left, '', 'no container of the project is left');
+  const nets = execFileSync('docker', ['network', 'ls', '-q', '--filter', `label=com.docker.compose.project=${project}`],
+    { encoding: 'utf8' }).trim();
+  assert.equal(nets, '', 'no network of the project is left');
+});

@@ -1,0 +1,141 @@
+"""Offline checks of the deployment files (make test-k8s).
+
+deploy/k8s/*.yaml against the Kubernetes API schemas (kubernetes-validate,
+strict: unknown fields fail), then what a schema cannot know: probes and
+resources on every container, the names that discovery depends on agreeing
+across files, and the configs the manifests and compose carry passing
+`cdn-proxy --check`.
+"""
+
+import glob
+import os
+import subprocess
+import sys
+import tempfile
+import unittest
+
+import yaml
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+K8S = os.path.join(ROOT, "deploy", "k8s")
+KUBERNETES_VERSION = "1.31.0"
+PROXY = os.environ.get("CDN_PROXY_BIN", os.path.join(ROOT, "target", "debug", "cdn-proxy"))
+
+
+def manifests():
+    """Every Kubernetes resource file (the kustomization is not one)."""
+    return sorted(f for f in glob.glob(os.path.join(K8S, "*.yaml")) if not f.endswith("kustomization.yaml"))
+
+
+def resources():
+    docs = []
+    for f in manifests():
+        with open(f) as fh:
+            docs += [d for d in yaml.safe_load_all(fh) if d]
+    return docs
+
+
+def find(kind, name):
+    matches = [d for d in resources() if d["kind"] == kind and d["metadata"]["name"] == name]
+    assert len(matches) == 1, f"expected one {kind}/{name}, found {len(matches)}"
+    return matches[0]
+
+
+def validate(paths):
+    return subprocess.run(
+        [sys.executable, "-m", "kubernetes_validate", "--strict", "-k", KUBERNETES_VERSION, *paths],
+        capture_output=True,
+        text=True,
+    )
+
+
+def proxy_check(cdn_yaml, pingora_yaml=None):
+    """Runs `cdn-proxy --check` on config text; returns the completed process."""
+    with tempfile.TemporaryDirectory() as d:
+        args = [PROXY, "--check", "--cdn-conf", os.path.join(d, "cdn.yaml")]
+        with open(os.path.join(d, "cdn.yaml"), "w") as fh:
+            fh.write(cdn_yaml)
+        if pingora_yaml is not None:
+            with open(os.path.join(d, "pingora.yaml"), "w") as fh:
+                fh.write(pingora_yaml)
+            args += ["-c", os.path.join(d, "pingora.yaml")]
+        return subprocess.run(args, capture_output=True, text=True)
+
+
+class Schemas(unittest.TestCase):
+    def test_every_manifest_passes_strict_schema_validation(self):
+        self.assertTrue(manifests())
+        r = validate(manifests())
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+
+    def test_the_validator_rejects_a_misspelled_field(self):
+        # A negative control: the check above can fail.
+        with open(os.path.join(K8S, "origin.yaml")) as fh:
+            text = fh.read()
+        self.assertIn("readinessProbe:", text)
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml") as bad:
+            bad.write(text.replace("readinessProbe:", "readinesProbe:"))
+            bad.flush()
+            r = validate([bad.name])
+        self.assertNotEqual(r.returncode, 0, r.stdout + r.stderr)
+
+
+class Workloads(unittest.TestCase):
+    def test_every_container_has_probes_limits_and_runs_unprivileged(self):
+        deployments = [d for d in resources() if d["kind"] == "Deployment"]
+        self.assertEqual(sorted(d["metadata"]["name"] for d in deployments), ["origin", "prometheus", "proxy"])
+        for d in deployments:
+            pod = d["spec"]["template"]["spec"]
+            self.assertTrue(pod["securityContext"]["runAsNonRoot"], d["metadata"]["name"])
+            for c in pod["containers"]:
+                where = f'{d["metadata"]["name"]}/{c["name"]}'
+                self.assertIn("readinessProbe", c, where)
+                self.assertIn("livenessProbe", c, where)
+                for bound in ("requests", "limits"):
+                    self.assertEqual(set(c["resources"][bound]), {"cpu", "memory"}, f"{where} {bound}")
+                self.assertFalse(c["securityContext"]["allowPrivilegeEscalation"], where)
+
+    def test_origins_are_found_through_a_headless_service_by_proxy_and_prometheus(self):
+        svc = find("Service", "origin")
+        self.assertEqual(svc["spec"]["clusterIP"], "None", "headless: one A record per pod")
+        self.assertEqual(svc["spec"]["selector"], find("Deployment", "origin")["spec"]["selector"]["matchLabels"])
+        port = svc["spec"]["ports"][0]["port"]
+        cdn = yaml.safe_load(find("ConfigMap", "cdn-proxy-config")["data"]["cdn.yaml"])
+        self.assertEqual(cdn["origins"], [{"dns": f"origin:{port}"}])
+        prom = yaml.safe_load(find("ConfigMap", "prometheus-config")["data"]["prometheus.yml"])
+        sd = [c for job in prom["scrape_configs"] for c in job.get("dns_sd_configs", [])]
+        self.assertEqual([(c["names"], c["port"]) for c in sd], [(["origin"], port)])
+
+    def test_the_prometheus_configmap_is_the_repositorys_prometheus_yml(self):
+        with open(os.path.join(ROOT, "prometheus.yml")) as fh:
+            self.assertEqual(find("ConfigMap", "prometheus-config")["data"]["prometheus.yml"], fh.read())
+
+    def test_the_proxy_scrape_target_is_a_port_of_the_proxy_service(self):
+        prom = yaml.safe_load(find("ConfigMap", "prometheus-config")["data"]["prometheus.yml"])
+        job = next(j for j in prom["scrape_configs"] if j["job_name"] == "cdn-proxy")
+        host, port = job["static_configs"][0]["targets"][0].split(":")
+        self.assertEqual(host, "proxy")
+        self.assertIn(int(port), [p["port"] for p in find("Service", "proxy")["spec"]["ports"]])
+
+
+class Configs(unittest.TestCase):
+    def test_the_configmap_configs_pass_cdn_proxy_check(self):
+        data = find("ConfigMap", "cdn-proxy-config")["data"]
+        r = proxy_check(data["cdn.yaml"], data["pingora.yaml"])
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+
+    def test_the_compose_config_passes_cdn_proxy_check(self):
+        with open(os.path.join(ROOT, "deploy", "conf", "cdn.yaml")) as fh:
+            r = proxy_check(fh.read())
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+
+    def test_check_refuses_a_broken_configmap_config(self):
+        # A negative control for the two checks above.
+        data = find("ConfigMap", "cdn-proxy-config")["data"]
+        r = proxy_check(data["cdn.yaml"].replace("discovery:", "discovery_typo:"))
+        self.assertEqual(r.returncode, 2, r.stdout + r.stderr)
+        self.assertIn("discovery_typo", r.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main()
