@@ -15,7 +15,7 @@ say() { echo "test-docker: $*"; }
 skip() { say "SKIPPED: $*"; exit 0; }
 
 # --- a Docker engine and a compose command --------------------------------
-scripts/ensure-packages.sh docker:docker.io docker-compose:docker-compose debootstrap:debootstrap node:nodejs
+scripts/ensure-packages.sh dockerd:docker.io docker-compose:docker-compose debootstrap:debootstrap node:nodejs
 started_dockerd=
 dockerd_log=${TMPDIR:-/tmp}/cdn-test-dockerd.log
 if ! docker info >/dev/null 2>&1; then
@@ -36,7 +36,12 @@ files=(-f deploy/compose.yaml -f deploy/test/compose.test.yaml)
 dc() { "${compose[@]}" -p "$project" "${files[@]}" "$@"; }
 
 cleanup() {
+  local status=$?
   set +e
+  if ((status != 0)); then
+    say "failed; the containers' last log lines:"
+    dc logs --no-color --tail=40 2>&1 | sed 's/^/  /'
+  fi
   say "removing what the test created"
   dc down --volumes --remove-orphans --timeout 5 >/dev/null 2>&1
   docker rmi "cdn-origin:$CDN_TAG" "cdn-proxy:$CDN_TAG" >/dev/null 2>&1
