@@ -93,6 +93,6 @@ for version in v1 v2; do
   say "the system under compose $version (${tool[*]})"
   CDN_HTTP_PORT=$(free_port) CDN_ADMIN_PORT=$(free_port) CDN_PROMETHEUS_PORT=$(free_port) \
   CDN_E2E_PROJECT=$project CDN_E2E_COMPOSE="${tool[*]}" \
-    node --experimental-websocket --test --test-reporter=spec deploy/test/compose.e2e.mjs
+    node --test --test-reporter=spec deploy/test/compose.e2e.mjs
   unset -n tool
 done
