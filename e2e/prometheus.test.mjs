@@ -6,20 +6,10 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { freePort, startOrigin, startProxy } from './system.mjs';
+import { freePort, startOrigin, startProxy, waitFor } from './system.mjs';
 
 const children = [];
 after(() => children.forEach((c) => c.kill('SIGKILL')));
-
-async function waitFor(what, check, ms = 60000) {
-  const end = Date.now() + ms;
-  let last;
-  for (;;) {
-    try { last = await check(); if (last?.ok) return last.value; } catch (e) { last = { error: String(e) }; }
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}: ${JSON.stringify(last)}`);
-    await new Promise((r) => setTimeout(r, 250));
-  }
-}
 
 test('Prometheus scrapes the proxy and every origin, all targets up', async () => {
   const media = mkdtempSync(join(tmpdir(), 'cdn-e2e-prom-'));

@@ -29,12 +29,22 @@ export function startOrigin(media, extra = []) {
   });
 }
 
-async function waitFor(what, check, ms = 20000) {
+/**
+ * Polls `check` every `every` ms until it returns `{ ok: true, value }` and
+ * resolves with `value`; after `ms`, fails with what it saw last (a thrown
+ * error counts as not ready yet).
+ */
+export async function waitFor(what, check, ms = 60000, every = 250) {
   const end = Date.now() + ms;
+  let last;
   for (;;) {
-    try { if (await check()) return; } catch { /* not ready */ }
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
+    try {
+      const r = await check();
+      if (r?.ok) return r.value;
+      last = r?.value;
+    } catch (e) { last = String(e); }
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}; last seen: ${JSON.stringify(last)}`);
+    await new Promise((r) => setTimeout(r, every));
   }
 }
 
@@ -57,8 +67,8 @@ export async function startProxy(origins) {
   const url = `http://127.0.0.1:${port}`;
   await waitFor('all origins up', async () => {
     const m = await (await fetch(`${url}/metrics`)).json();
-    return m.global.origins_up === origins.length;
-  });
+    return { ok: m.global.origins_up === origins.length, value: m.global.origins_up };
+  }, 20000, 50);
   return { child, url };
 }
 

@@ -9,6 +9,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { resolve } from 'node:path';
+import { waitFor } from '../../e2e/system.mjs';
 
 const root = resolve(import.meta.dirname, '..', '..');
 const env = (name) => {
@@ -27,20 +28,6 @@ function dc(...args) {
   return execFileSync(compose[0], [...compose.slice(1), '-p', project,
     '-f', 'deploy/compose.yaml', '-f', 'deploy/test/compose.test.yaml', ...args],
   { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-}
-
-async function waitFor(what, check, ms = 60000) {
-  const end = Date.now() + ms;
-  let last;
-  for (;;) {
-    try {
-      const r = await check();
-      if (r.ok) return r.value;
-      last = r.value;
-    } catch (e) { last = e.message; }
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}; last seen: ${JSON.stringify(last)}`);
-    await new Promise((r) => setTimeout(r, 250));
-  }
 }
 
 /**

@@ -76,11 +76,8 @@ fn main() -> std::process::ExitCode {
         }
     };
     if let Some(Command::Healthcheck) = args.command {
-        let Some(listen) = config.listen.first() else {
-            eprintln!("cdn-proxy: {}: `listen` is empty", args.cdn_conf.display());
-            std::process::exit(1);
-        };
-        return cdn_types::healthcheck::run("cdn-proxy", *listen, "/healthz");
+        // Config::load refuses an empty `listen`.
+        return cdn_types::healthcheck::run("cdn-proxy", config.listen[0], "/healthz");
     }
     if args.check {
         // Pingora's parser validates pingora.yaml the same way -t does.
