@@ -65,6 +65,47 @@ impl Default for Settings {
     }
 }
 
+/// A WebSocket handshake the hub accepted: the `Sec-WebSocket-Accept` value
+/// to answer with, and the client slot it holds until the client goes.
+pub struct Admission {
+    accept: String,
+    permit: OwnedSemaphorePermit,
+}
+
+impl Admission {
+    /// The `Sec-WebSocket-Accept` value for the `101` response.
+    pub fn accept_key(&self) -> &str {
+        &self.accept
+    }
+}
+
+/// Why the hub refused a WebSocket handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Not a WebSocket upgrade (no `Upgrade: websocket` or no key): `400`.
+    NotWebSocket,
+    /// `max_clients` are connected: `503`.
+    Full,
+}
+
+impl Refusal {
+    /// The status to answer with.
+    pub fn status(self) -> StatusCode {
+        match self {
+            Refusal::NotWebSocket => StatusCode::BAD_REQUEST,
+            Refusal::Full => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// A one-line body for the answer.
+    pub fn message(self) -> &'static str {
+        match self {
+            Refusal::NotWebSocket => "expected a WebSocket upgrade\n",
+            Refusal::Full => "too many dashboard clients\n",
+        }
+    }
+}
+
 /// Produces the current snapshot as JSON text.
 pub type Source = Arc<dyn Fn() -> String + Send + Sync>;
 
@@ -91,6 +132,11 @@ impl Hub {
     /// Snapshots kept for new clients.
     pub fn history_len(&self) -> usize {
         self.history.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// The settings it runs with.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
     }
 
     /// Clients connected now.
@@ -190,43 +236,50 @@ impl Hub {
         }
     }
 
-    /// Accepts a WebSocket upgrade (RFC 6455) if there is room for one more client.
-    fn upgrade(self: Arc<Self>, mut req: Request<Incoming>) -> Response<Full<Bytes>> {
-        let key = req
-            .headers()
-            .get(header::SEC_WEBSOCKET_KEY)
-            .map(|k| derive_accept_key(k.as_bytes()));
-        let wants_ws = req
-            .headers()
+    /// Checks a WebSocket upgrade request (RFC 6455, section 4.2.1) and takes
+    /// a client slot for it. Used by this crate's own listener and by a proxy
+    /// that completes the handshake on its own connection.
+    pub fn admit(&self, headers: &http::HeaderMap) -> Result<Admission, Refusal> {
+        let wants_ws = headers
             .get(header::UPGRADE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
-        let Some(accept) = key.filter(|_| wants_ws) else {
-            return reply(
-                StatusCode::BAD_REQUEST,
-                "text/plain",
-                "expected a WebSocket upgrade\n",
-            );
+        let accept = headers
+            .get(header::SEC_WEBSOCKET_KEY)
+            .filter(|_| wants_ws)
+            .map(|k| derive_accept_key(k.as_bytes()))
+            .ok_or(Refusal::NotWebSocket)?;
+        let permit = self
+            .clients
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Refusal::Full)?;
+        Ok(Admission { accept, permit })
+    }
+
+    /// Serves one admitted client on `io`, the connection after the `101`.
+    /// Returns when the client goes, lags or misbehaves.
+    pub async fn serve_client<S>(self: Arc<Self>, io: S, admission: Admission)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        let ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
+        self.client(ws, admission.permit).await;
+    }
+
+    /// Answers a WebSocket upgrade on this crate's own listener.
+    fn upgrade(self: Arc<Self>, mut req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let admission = match self.admit(req.headers()) {
+            Ok(a) => a,
+            Err(refusal) => {
+                return reply(refusal.status(), "text/plain", refusal.message());
+            }
         };
-        let Ok(permit) = self.clients.clone().try_acquire_owned() else {
-            return reply(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "text/plain",
-                "too many dashboard clients\n",
-            );
-        };
+        let accept = header::HeaderValue::from_str(admission.accept_key()).ok();
         let on_upgrade = hyper::upgrade::on(&mut req);
         tokio::spawn(async move {
             match on_upgrade.await {
-                Ok(upgraded) => {
-                    let ws = WebSocketStream::from_raw_socket(
-                        TokioIo::new(upgraded),
-                        Role::Server,
-                        None,
-                    )
-                    .await;
-                    self.client(ws, permit).await;
-                }
+                Ok(upgraded) => self.serve_client(TokioIo::new(upgraded), admission).await,
                 Err(e) => tracing::debug!("WebSocket upgrade failed: {e}"),
             }
         });
@@ -241,7 +294,7 @@ impl Hub {
             header::CONNECTION,
             header::HeaderValue::from_static("Upgrade"),
         );
-        if let Ok(v) = header::HeaderValue::from_str(&accept) {
+        if let Some(v) = accept {
             h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
         }
         r

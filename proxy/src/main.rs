@@ -14,6 +14,7 @@ mod reload;
 mod retry_budget;
 mod select;
 mod sidecar;
+mod websocket;
 
 use arc_swap::ArcSwap;
 use clap::Parser;
@@ -121,6 +122,7 @@ fn run(args: Args, config: config::Config) -> anyhow::Result<()> {
     let budget = Arc::new(retry_budget::RetryBudget::default());
     let rediscover = Arc::new(tokio::sync::Notify::new());
     let warmup = Arc::new(monitor::Warmup::default());
+    let hub = dashboard.enabled.then(|| sidecar::hub(&dashboard));
 
     let edge = proxy::Edge {
         lb: lb.clone(),
@@ -130,6 +132,7 @@ fn run(args: Args, config: config::Config) -> anyhow::Result<()> {
         snapshot: snapshot.clone(),
         budget,
         warmup: warmup.clone(),
+        dashboard: hub.clone(),
     };
     let mut public = pingora::proxy::http_proxy_service(&server.configuration, edge);
     for addr in &listen {
@@ -150,10 +153,11 @@ fn run(args: Args, config: config::Config) -> anyhow::Result<()> {
         rediscover: rediscover.clone(),
         warmup,
     };
-    let sidecar = sidecar::Sidecar {
+    let sidecar = hub.map(|hub| sidecar::Sidecar {
         config: dashboard,
+        hub,
         snapshot: snapshot.clone(),
-    };
+    });
     let snapshotter = metrics::Snapshotter {
         metrics,
         registry,
@@ -171,7 +175,7 @@ fn run(args: Args, config: config::Config) -> anyhow::Result<()> {
     server.add_service(background_service("monitor", monitor));
     server.add_service(background_service("snapshots", snapshotter));
     server.add_service(background_service("reload", reloader));
-    if sidecar.config.enabled {
+    if let Some(sidecar) = sidecar {
         server.add_service(background_service("dashboard", sidecar));
     }
     tracing::info!(?listen, %admin_listen, "cdn-proxy starting");

@@ -37,6 +37,8 @@ pub struct Edge {
     pub budget: Arc<RetryBudget>,
     /// The first health-check round (requests arriving before it wait for it).
     pub warmup: Arc<crate::monitor::Warmup>,
+    /// The dashboard's hub, when the dashboard is enabled at start.
+    pub dashboard: Option<Arc<cdn_dashboard::Hub>>,
 }
 
 /// Per-request state.
@@ -150,6 +152,11 @@ impl ProxyHttp for Edge {
                 let text = self.metrics.prometheus_text(&self.registry);
                 self.respond(session, 200, "text/plain; version=0.0.4", text.into())
                     .await
+            }
+            "/ws" if self.config.load().dashboard.enabled && self.dashboard.is_some() => {
+                let hub = self.dashboard.clone().expect("checked above");
+                crate::websocket::serve(session.as_downstream_mut(), hub).await?;
+                Ok(true)
             }
             p if p == "/ws" || p == "/dashboard" || p.starts_with("/dashboard/") => {
                 if self.config.load().dashboard.enabled {

@@ -10,10 +10,25 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use std::sync::Arc;
 
+/// The hub for these settings, shared by the sidecar's listener (the page)
+/// and the public listener's `/ws` (see [`crate::websocket`]).
+pub fn hub(c: &Dashboard) -> Arc<Hub> {
+    Hub::new(Settings {
+        interval: c.interval,
+        history: c.history,
+        max_clients: c.max_clients,
+        web_root: c.web_root.clone(),
+        chart_js: c.chart_js.clone(),
+        ..Settings::default()
+    })
+}
+
 /// The dashboard background service.
 pub struct Sidecar {
     /// Its settings (fixed at start; a reload does not move the listener).
     pub config: Dashboard,
+    /// History, fan-out and client slots.
+    pub hub: Arc<Hub>,
     /// The latest snapshot.
     pub snapshot: Arc<ArcSwap<Snapshot>>,
 }
@@ -22,27 +37,23 @@ pub struct Sidecar {
 impl BackgroundService for Sidecar {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let c = &self.config;
-        let listener = match tokio::net::TcpListener::bind(c.listen).await {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::error!(listen = %c.listen, "dashboard sidecar cannot bind: {e}");
-                return;
+        // Without its listener the page is gone, but `/ws` on the public
+        // listener still needs the ticker.
+        let page = async {
+            match tokio::net::TcpListener::bind(c.listen).await {
+                Ok(listener) => self.hub.clone().serve(listener).await,
+                Err(e) => {
+                    tracing::error!(listen = %c.listen, "dashboard sidecar cannot bind: {e}");
+                    std::future::pending().await
+                }
             }
         };
-        let hub = Hub::new(Settings {
-            interval: c.interval,
-            history: c.history,
-            max_clients: c.max_clients,
-            web_root: c.web_root.clone(),
-            chart_js: c.chart_js.clone(),
-            ..Settings::default()
-        });
         let snapshot = self.snapshot.clone();
         let source: Source =
             Arc::new(move || serde_json::to_string(&**snapshot.load()).unwrap_or_default());
         tokio::select! {
-            () = hub.clone().serve(listener) => {}
-            () = hub.run_ticker(source) => {}
+            () = page => {}
+            () = self.hub.clone().run_ticker(source) => {}
             _ = shutdown.changed() => {}
         }
     }
