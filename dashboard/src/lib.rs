@@ -1,6 +1,8 @@
 //! The live dashboard sidecar: a small HTTP server on its own (loopback)
 //! listener that serves the dashboard page under `/dashboard` and pushes
-//! metrics snapshots over a WebSocket at `/ws`.
+//! metrics snapshots over a WebSocket at `/ws`. A proxy in front may
+//! instead complete the WebSocket handshake on its own connection
+//! ([`Hub::admit`]) and hand the upgraded stream to [`Hub::serve_client`].
 //!
 //! It must never slow the proxy, so:
 //! - a snapshot is serialized once per tick and the same bytes go to every
