@@ -3,7 +3,8 @@
 # same three cdn-origins, side by side in one run (targets alternated, medians,
 # ratios to `direct`, and each proxy's CPU-seconds per 10k requests and per GiB).
 # Uses the load kit (compare.sh, load.sh, peers.sh, make-content.sh) in
-# BENCH_KIT (default ../shared/bench). Env: DUR, REPS, SCENARIOS as compare.sh.
+# BENCH_KIT (default ../shared/bench). Env: DUR, REPS, SCENARIOS as compare.sh;
+# ALSO_THREADS=N adds a second cdn-proxy with `threads: N` (port 18090) to the same run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SRC_KIT=$(cd "${BENCH_KIT:-../shared/bench}" 2>/dev/null && pwd) || { echo "no load kit at ${BENCH_KIT:-../shared/bench} (set BENCH_KIT)" >&2; exit 1; }
@@ -47,14 +48,26 @@ YAML
 RUST_LOG=error target/release/cdn-proxy --cdn-conf "$D/cdn.yaml" -c "$D/pingora.yaml" &
 proxy=$!
 pids+=($proxy)
-for _ in $(seq 100); do
-  [[ $(curl -fsS http://127.0.0.1:18080/metrics 2>/dev/null | grep -o '"origins_up":3') ]] && break
-  sleep 0.1
+extra=()
+if [[ -n ${ALSO_THREADS:-} ]]; then
+  { sed 's/127.0.0.1:18080/127.0.0.1:18090/; s/127.0.0.1:18083/127.0.0.1:18093/' "$D/cdn.yaml"
+    echo "dashboard: {enabled: false}"; } >"$D/cdn-t.yaml"
+  sed "s/^threads: .*/threads: $ALSO_THREADS/; s/cdn-proxy\./cdn-proxy-t./; s/cdn-proxy-upgrade/cdn-proxy-t-upgrade/" "$D/pingora.yaml" >"$D/pingora-t.yaml"
+  RUST_LOG=error target/release/cdn-proxy --cdn-conf "$D/cdn-t.yaml" -c "$D/pingora-t.yaml" &
+  pids+=($!)
+  extra=("cdn-proxy-threads$ALSO_THREADS=http://127.0.0.1:18090/videos@$!")
+fi
+for port in 18080 ${ALSO_THREADS:+18090}; do
+  for _ in $(seq 100); do
+    [[ $(curl -fsS "http://127.0.0.1:$port/metrics" 2>/dev/null | grep -o '"origins_up":3') ]] && break
+    sleep 0.1
+  done
 done
 ORIGINS="$origins" PEERS_DIR=$D/peers "$KIT/peers.sh" start >/dev/null
 echo "cdn-proxy vs nginx vs HAProxy, $(nproc) cores, DUR=${DUR:-10}s REPS=${REPS:-2}, $(date -u +%F)" >&2
 "$KIT/compare.sh" \
   direct=http://127.0.0.1:19101/videos \
   cdn-proxy=http://127.0.0.1:18080/videos@$proxy \
+  "${extra[@]}" \
   nginx=http://127.0.0.1:18081/videos@"$(cat "$D/peers/run/nginx-proxy.pid")" \
   haproxy=http://127.0.0.1:18082/videos@"$(cat "$D/peers/run/haproxy.pid")"
