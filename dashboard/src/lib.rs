@@ -13,7 +13,8 @@
 //!   is closed once it has lagged `max_lag` times, or when one send takes
 //!   longer than `send_timeout`: nothing is buffered without limit;
 //! - at most `max_clients` clients; a client that sends data is closed (the
-//!   page never sends any), and only that client.
+//!   page never sends any), and only that client; a frame announced larger
+//!   than 4 KiB closes it before its payload is read.
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
@@ -30,7 +31,9 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, OwnedSemaphorePermit, Semaphore};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::{frame::coding::CloseCode, CloseFrame, Role};
+use tokio_tungstenite::tungstenite::protocol::{
+    frame::coding::CloseCode, CloseFrame, Role, WebSocketConfig,
+};
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
@@ -66,6 +69,10 @@ impl Default for Settings {
         }
     }
 }
+
+/// Largest frame or message a client may send (the page sends none; pings
+/// and closes are at most 125 bytes). Larger ones close the connection.
+const MAX_CLIENT_FRAME: usize = 4096;
 
 /// A WebSocket handshake the hub accepted: the `Sec-WebSocket-Accept` value
 /// to answer with, and the client slot it holds until the client goes.
@@ -265,7 +272,13 @@ impl Hub {
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
-        let ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
+        // The page sends nothing but control frames (at most 125 bytes), so a
+        // client cannot make the hub buffer its data: tungstenite would
+        // otherwise take frames up to 16 MiB and messages up to 64 MiB.
+        let limits = WebSocketConfig::default()
+            .max_frame_size(Some(MAX_CLIENT_FRAME))
+            .max_message_size(Some(MAX_CLIENT_FRAME));
+        let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(limits)).await;
         self.client(ws, admission.permit).await;
     }
 

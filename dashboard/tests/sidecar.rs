@@ -224,3 +224,38 @@ async fn the_page_is_served_and_paths_are_checked() {
         "a plain GET of /ws is not an upgrade"
     );
 }
+
+/// A client announcing a frame larger than the hub takes (1 MiB, within
+/// tungstenite's 16 MiB default) is closed at once, before its payload is
+/// read: the hub never buffers client data.
+#[tokio::test]
+async fn an_oversized_frame_closes_the_client_before_its_payload() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_hub, url) = start(fast(), 0).await;
+    let addr = url.trim_start_matches("ws://").trim_end_matches("/ws");
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    // A masked binary frame announcing 1 MiB, and only its first 1 KiB.
+    let mut frame = vec![0x82, 0x80 | 127];
+    frame.extend_from_slice(&(1u64 << 20).to_be_bytes());
+    frame.extend_from_slice(&[1, 2, 3, 4]);
+    frame.extend_from_slice(&[0u8; 1024]);
+    tcp.write_all(&frame).await.unwrap();
+    // Snapshots may still arrive; the connection must then end.
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the hub waited for the 1 MiB payload");
+}
