@@ -115,8 +115,9 @@ impl Refusal {
     }
 }
 
-/// Produces the current snapshot as JSON text.
-pub type Source = Arc<dyn Fn() -> String + Send + Sync>;
+/// Produces the current snapshot as JSON text, or `None` while there is
+/// none yet (that tick sends nothing and keeps nothing).
+pub type Source = Arc<dyn Fn() -> Option<String> + Send + Sync>;
 
 /// The sidecar: history, fan-out and client accounting.
 pub struct Hub {
@@ -159,7 +160,8 @@ impl Hub {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let frame = Utf8Bytes::from(source());
+            let Some(frame) = source() else { continue };
+            let frame = Utf8Bytes::from(frame);
             {
                 let mut h = self.history.lock().unwrap_or_else(|p| p.into_inner());
                 if h.len() == self.settings.history {

@@ -14,10 +14,10 @@ async fn start(settings: Settings, pad: usize) -> (Arc<Hub>, String) {
     let n = Arc::new(AtomicU64::new(0));
     let padding = "x".repeat(pad);
     let source: Source = Arc::new(move || {
-        format!(
+        Some(format!(
             "{{\"n\":{},\"pad\":\"{padding}\"}}",
             n.fetch_add(1, Ordering::Relaxed) + 1
-        )
+        ))
     });
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("ws://{}/ws", listener.local_addr().unwrap());
@@ -258,4 +258,31 @@ async fn an_oversized_frame_closes_the_client_before_its_payload() {
     })
     .await;
     assert!(ended.is_ok(), "the hub waited for the 1 MiB payload");
+}
+
+/// Ticks whose source has no snapshot yet send nothing and keep nothing.
+#[tokio::test]
+async fn ticks_without_a_snapshot_are_skipped() {
+    let hub = Hub::new(fast());
+    let calls = Arc::new(AtomicU64::new(0));
+    let c = calls.clone();
+    // No snapshot for the first 5 ticks, then 1, 2, 3, ...
+    let source: Source = Arc::new(move || {
+        let k = c.fetch_add(1, Ordering::Relaxed);
+        (k >= 5).then(|| format!("{{\"n\":{}}}", k - 4))
+    });
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/ws", listener.local_addr().unwrap());
+    tokio::spawn(hub.clone().serve(listener));
+    tokio::spawn(hub.clone().run_ticker(source));
+    while calls.load(Ordering::Relaxed) < 8 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(hub.history_len() <= (calls.load(Ordering::Relaxed) - 5) as usize);
+    let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    assert_eq!(
+        number(&next(&mut ws).await),
+        1,
+        "the first frame is the first real snapshot"
+    );
 }

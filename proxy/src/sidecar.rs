@@ -49,8 +49,12 @@ impl BackgroundService for Sidecar {
             }
         };
         let snapshot = self.snapshot.clone();
-        let source: Source =
-            Arc::new(move || serde_json::to_string(&**snapshot.load()).unwrap_or_default());
+        // Until the snapshotter's first round the snapshot is a zeroed
+        // placeholder (timestamp 0): no frame for it.
+        let source: Source = Arc::new(move || {
+            let s = snapshot.load();
+            (s.timestamp_ms != 0).then(|| serde_json::to_string(&**s).unwrap_or_default())
+        });
         tokio::select! {
             () = page => {}
             () = self.hub.clone().run_ticker(source) => {}

@@ -62,6 +62,8 @@ async fn every_fresh_websocket_gets_a_snapshot() {
                 };
                 let snapshot: serde_json::Value = serde_json::from_str(&frame).unwrap();
                 assert!(snapshot["global"]["requests_total"].is_number(), "{frame}");
+                // The history holds real snapshots only, not the placeholder from before the first round.
+                assert!(snapshot["timestamp_ms"].as_u64() > Some(0), "{frame}");
                 ws.close(None).await.unwrap();
             }
         })
