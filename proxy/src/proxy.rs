@@ -138,6 +138,22 @@ impl ProxyHttp for Edge {
             session.write_response_header(Box::new(h), true).await?;
             return Ok(true);
         }
+        // The dashboard's WebSocket is answered here, not proxied (see crate::websocket).
+        if let Some(hub) = self.dashboard.as_ref().filter(|_| path == "/ws") {
+            if self.config.load().dashboard.enabled {
+                return match crate::websocket::admit(session, hub) {
+                    Ok(admission) => {
+                        let downstream = session.as_downstream_mut();
+                        crate::websocket::serve(downstream, hub.clone(), admission).await?;
+                        Ok(true)
+                    }
+                    Err((status, message)) => {
+                        let body = Bytes::from_static(message.as_bytes());
+                        self.respond(session, status, "text/plain", body).await
+                    }
+                };
+            }
+        }
         match path {
             "/healthz" => {
                 self.respond(session, 200, "text/plain", Bytes::from_static(b"ok\n"))
@@ -152,11 +168,6 @@ impl ProxyHttp for Edge {
                 let text = self.metrics.prometheus_text(&self.registry);
                 self.respond(session, 200, "text/plain; version=0.0.4", text.into())
                     .await
-            }
-            "/ws" if self.config.load().dashboard.enabled && self.dashboard.is_some() => {
-                let hub = self.dashboard.clone().expect("checked above");
-                crate::websocket::serve(session.as_downstream_mut(), hub).await?;
-                Ok(true)
             }
             p if p == "/ws" || p == "/dashboard" || p.starts_with("/dashboard/") => {
                 if self.config.load().dashboard.enabled {

@@ -10,30 +10,32 @@
 //! proxied at all.
 
 use bytes::BytesMut;
-use cdn_dashboard::Hub;
+use cdn_dashboard::{Admission, Hub};
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use pingora::protocols::http::ServerSession;
+use pingora::proxy::Session;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
 /// In-memory buffer between the client's connection and the hub, each way.
 const DUPLEX_BUFFER: usize = 64 * 1024;
 
-/// Answers a `/ws` request: `101` and the hub's frames, or the hub's refusal
-/// (`400` not a WebSocket upgrade, `503` too many clients). Returns when the
-/// client or the hub ends the connection.
-pub async fn serve(session: &mut ServerSession, hub: Arc<Hub>) -> Result<()> {
-    if session.is_http2() {
+/// Checks a `/ws` request and takes a client slot for it, or says what to
+/// answer instead: `400` not a WebSocket upgrade (or not HTTP/1.1), `503`
+/// too many clients.
+pub fn admit(session: &Session, hub: &Hub) -> Result<Admission, (u16, &'static str)> {
+    if session.as_downstream().is_http2() {
         // RFC 8441 (WebSocket over HTTP/2) is not offered.
-        return refuse(session, 400, "the WebSocket needs HTTP/1.1\n").await;
+        return Err((400, "the WebSocket needs HTTP/1.1\n"));
     }
-    let admission = match hub.admit(&session.req_header().headers) {
-        Ok(a) => a,
-        Err(refusal) => {
-            return refuse(session, refusal.status().as_u16(), refusal.message()).await;
-        }
-    };
+    hub.admit(&session.req_header().headers)
+        .map_err(|r| (r.status().as_u16(), r.message()))
+}
+
+/// Answers an admitted `/ws` request with `101` and the hub's frames.
+/// Returns when the client or the hub ends the connection.
+pub async fn serve(session: &mut ServerSession, hub: Arc<Hub>, admission: Admission) -> Result<()> {
     let mut h = ResponseHeader::build(101, Some(3))?;
     h.insert_header("upgrade", "websocket")?;
     h.insert_header("connection", "Upgrade")?;
@@ -76,15 +78,4 @@ async fn pipe(session: &mut ServerSession, hub_side: DuplexStream) {
             },
         }
     }
-}
-
-async fn refuse(session: &mut ServerSession, status: u16, message: &'static str) -> Result<()> {
-    let mut h = ResponseHeader::build(status, Some(3))?;
-    h.insert_header("content-type", "text/plain")?;
-    h.insert_header("content-length", message.len().to_string())?;
-    h.insert_header("cache-control", "no-store")?;
-    session.write_response_header(Box::new(h)).await?;
-    session
-        .write_response_body(bytes::Bytes::from_static(message.as_bytes()), true)
-        .await
 }
