@@ -81,8 +81,9 @@ bench-origin: build ## cdn-origin vs nginx serving the same files (prints the ra
 	@scripts/ensure-packages.sh nginx:nginx-light wrk:wrk curl:curl
 	@bench/origin.sh
 
-bench-proxy: build ## direct vs cdn-proxy vs nginx vs HAProxy over the same origins (needs the load kit, BENCH_KIT)
+bench-proxy: build ## direct vs cdn-proxy vs bare Pingora vs nginx vs HAProxy over the same origins (needs the load kit, BENCH_KIT)
 	@scripts/ensure-packages.sh nginx:nginx-light haproxy:haproxy wrk:wrk curl:curl
+	$(CARGO) build --release --example bare_pingora
 	@bench/proxy.sh
 
 clean: ## remove build output

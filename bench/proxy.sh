@@ -4,7 +4,10 @@
 # ratios to `direct`, and each proxy's CPU-seconds per 10k requests and per GiB).
 # Uses the load kit (compare.sh, load.sh, peers.sh, make-content.sh) in
 # BENCH_KIT (default ../shared/bench). Env: DUR, REPS, SCENARIOS as compare.sh;
-# ALSO_THREADS=N adds a second cdn-proxy with `threads: N` (port 18090) to the same run.
+# ALSO_THREADS=N adds a second cdn-proxy with `threads: N` (port 18090) to the same run;
+# BARE=0 leaves out `pingora-bare` (proxy/examples/bare_pingora.rs: Pingora's round robin
+# with none of our features, port 18095), the floor that cdn-proxy's cost is measured against;
+# SPLIT=1 then runs bench/cpu-split.sh (user vs kernel CPU per small request) on every proxy.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SRC_KIT=$(cd "${BENCH_KIT:-../shared/bench}" 2>/dev/null && pwd) || { echo "no load kit at ${BENCH_KIT:-../shared/bench} (set BENCH_KIT)" >&2; exit 1; }
@@ -57,6 +60,15 @@ if [[ -n ${ALSO_THREADS:-} ]]; then
   pids+=($!)
   extra=("cdn-proxy-threads$ALSO_THREADS=http://127.0.0.1:18090/videos@$!")
 fi
+if [[ ${BARE:-1} != 0 ]]; then
+  [[ -x target/release/examples/bare_pingora ]] || cargo build --release --example bare_pingora >&2
+  sed "s/cdn-proxy\./bare-pingora./; s/cdn-proxy-upgrade/bare-pingora-upgrade/" "$D/pingora.yaml" >"$D/pingora-bare.yaml"
+  target/release/examples/bare_pingora -c "$D/pingora-bare.yaml" --listen 127.0.0.1:18095 \
+    --origin 127.0.0.1:19101 --origin 127.0.0.1:19102 --origin 127.0.0.1:19103 &
+  pids+=($!)
+  extra+=("pingora-bare=http://127.0.0.1:18095/videos@$!")
+  for _ in $(seq 100); do curl -fsS -o /dev/null http://127.0.0.1:18095/videos/1k.bin 2>/dev/null && break; sleep 0.1; done
+fi
 for port in 18080 ${ALSO_THREADS:+18090}; do
   for _ in $(seq 100); do
     [[ $(curl -fsS "http://127.0.0.1:$port/metrics" 2>/dev/null | grep -o '"origins_up":3') ]] && break
@@ -65,9 +77,14 @@ for port in 18080 ${ALSO_THREADS:+18090}; do
 done
 ORIGINS="$origins" PEERS_DIR=$D/peers "$KIT/peers.sh" start >/dev/null
 echo "cdn-proxy vs nginx vs HAProxy, $(nproc) cores, DUR=${DUR:-10}s REPS=${REPS:-2}, $(date -u +%F)" >&2
-"$KIT/compare.sh" \
-  direct=http://127.0.0.1:19101/videos \
-  cdn-proxy=http://127.0.0.1:18080/videos@$proxy \
-  "${extra[@]}" \
-  nginx=http://127.0.0.1:18081/videos@"$(cat "$D/peers/run/nginx-proxy.pid")" \
+proxies=(
+  cdn-proxy=http://127.0.0.1:18080/videos@$proxy
+  "${extra[@]}"
+  nginx=http://127.0.0.1:18081/videos@"$(cat "$D/peers/run/nginx-proxy.pid")"
   haproxy=http://127.0.0.1:18082/videos@"$(cat "$D/peers/run/haproxy.pid")"
+)
+"$KIT/compare.sh" direct=http://127.0.0.1:19101/videos "${proxies[@]}"
+if [[ ${SPLIT:-0} == 1 ]]; then
+  echo "CPU per small request, user vs kernel:" >&2
+  bench/cpu-split.sh "${proxies[@]}"
+fi
