@@ -15,20 +15,63 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use prometheus::{
     register_gauge_vec, register_histogram_vec, register_int_counter, register_int_counter_vec,
-    register_int_gauge_vec, Encoder, GaugeVec, HistogramVec, IntCounter, IntCounterVec,
+    register_int_gauge_vec, Encoder, GaugeVec, Histogram, HistogramVec, IntCounter, IntCounterVec,
     IntGaugeVec, TextEncoder,
 };
 use serde::Serialize;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 /// How many recent response times `/metrics` computes its average and p95 over.
 const WINDOW: usize = 2048;
 /// Samples older than this are left out of the average and p95.
 const WINDOW_AGE_MS: u64 = 60_000;
+
+/// The status classes of `cdn_requests_total`'s `code` label.
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// `code` label of a status: its class (anything outside 1xx–4xx counts as 5xx).
+pub fn status_class(status: u16) -> &'static str {
+    STATUS_CLASSES[class_index(status)]
+}
+
+fn class_index(status: u16) -> usize {
+    match status {
+        100..=199 => 0,
+        200..=299 => 1,
+        300..=399 => 2,
+        400..=499 => 3,
+        _ => 4,
+    }
+}
+
+/// One origin's request-path series, resolved once per origin:
+/// `with_label_values` hashes the labels and takes a lock on every call.
+pub struct OriginSeries {
+    /// `cdn_ttfb_seconds{origin}`.
+    pub ttfb: Histogram,
+    /// `cdn_response_bytes_total{origin}`.
+    pub bytes: IntCounter,
+    /// `cdn_requests_total{origin,code}`, by class, created on first use so
+    /// that only classes that happened are exported.
+    requests: [OnceLock<IntCounter>; 5],
+    label: String,
+    vec: IntCounterVec,
+}
+
+impl OriginSeries {
+    /// `cdn_requests_total{origin,code}` for this status.
+    pub fn requests(&self, status: u16) -> &IntCounter {
+        let i = class_index(status);
+        self.requests[i].get_or_init(|| {
+            self.vec
+                .with_label_values(&[self.label.as_str(), STATUS_CLASSES[i]])
+        })
+    }
+}
 
 /// Every series and counter the proxy keeps.
 pub struct Metrics {
@@ -129,6 +172,17 @@ impl Metrics {
             recent_next: AtomicUsize::new(0),
             scrape: std::sync::Mutex::new(()),
         })
+    }
+
+    /// The request-path series of the origin labelled `label`.
+    pub fn origin_series(&self, label: &str) -> OriginSeries {
+        OriginSeries {
+            ttfb: self.ttfb.with_label_values(&[label]),
+            bytes: self.response_bytes.with_label_values(&[label]),
+            requests: Default::default(),
+            label: label.to_string(),
+            vec: self.requests.clone(),
+        }
     }
 
     /// Records one response time (time to first byte from an origin).

@@ -5,7 +5,8 @@
 //! numbers, and the proxy and the monitor write them.
 
 use crate::config::{Ejection, Selection};
-use arc_swap::ArcSwap;
+use crate::metrics::OriginSeries;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use cdn_types::LoadReport;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -98,6 +99,10 @@ pub struct Origin {
     cpu: AtomicF64,
     mem: AtomicF64,
     load_at: AtomicU64,
+    /// The last in-band load report as received. Origins resample every
+    /// 500 ms and answer thousands of requests in between with the same
+    /// text, which is then not parsed again.
+    load_text: ArcSwapOption<Vec<u8>>,
 
     health: AtomicU8,
     passes: AtomicU32,
@@ -118,6 +123,9 @@ pub struct Origin {
     capacity_override: AtomicF64,
     tier: AtomicU8,
     score: AtomicF64,
+
+    /// Its Prometheus series, looked up once (a label lookup hashes and locks).
+    pub series: OnceLock<OriginSeries>,
 }
 
 impl Origin {
@@ -140,6 +148,7 @@ impl Origin {
             cpu: AtomicF64::default(),
             mem: AtomicF64::default(),
             load_at: AtomicU64::new(0),
+            load_text: ArcSwapOption::empty(),
             health: AtomicU8::new(Health::Down as u8),
             passes: AtomicU32::new(0),
             fails: AtomicU32::new(0),
@@ -157,6 +166,7 @@ impl Origin {
             capacity_override: AtomicF64::default(),
             tier: AtomicU8::new(0),
             score: AtomicF64::default(),
+            series: OnceLock::new(),
         }
     }
 
@@ -240,6 +250,23 @@ impl Origin {
         self.cpu.set(r.cpu_utilization);
         self.mem.set(r.mem_utilization);
         self.load_at.store(now_ms(), Relaxed);
+    }
+
+    /// Stores an in-band load report (the `endpoint-load-metrics` header's
+    /// ORCA text), parsing it only if it differs from the last one; an
+    /// unchanged report still counts as fresh. A malformed report is ignored.
+    pub fn set_load_text(&self, text: &[u8]) {
+        if self.load_text.load().as_deref().map(Vec::as_slice) == Some(text) {
+            self.load_at.store(now_ms(), Relaxed);
+            return;
+        }
+        let parsed = std::str::from_utf8(text)
+            .ok()
+            .and_then(|t| LoadReport::parse_orca_text(t).ok());
+        if let Some(report) = parsed {
+            self.set_load(&report);
+            self.load_text.store(Some(Arc::new(text.to_vec())));
+        }
     }
 
     // ----- health, from the monitor -----
@@ -512,6 +539,39 @@ mod tests {
         assert_eq!(o.state(), State::Up);
         o.record_check(Some(false), 2, 2);
         assert_eq!(o.state(), State::Draining, "503 on /healthz drains");
+    }
+
+    #[test]
+    fn in_band_reports_are_parsed_when_they_change_and_malformed_ones_ignored() {
+        let o = origin();
+        o.set_load_text(b"TEXT cpu_utilization=0.25, mem_utilization=0.5");
+        assert_eq!((o.cpu(), o.mem()), (0.25, 0.5));
+        o.load_at.store(u64::MAX, Relaxed);
+        o.set_load_text(b"TEXT cpu_utilization=0.25, mem_utilization=0.5");
+        assert_ne!(
+            o.load_at.load(Relaxed),
+            u64::MAX,
+            "an unchanged report is fresh again"
+        );
+        o.set_load_text(b"TEXT cpu_utilization=0.75, mem_utilization=0.125");
+        assert_eq!(
+            (o.cpu(), o.mem()),
+            (0.75, 0.125),
+            "a changed report is parsed"
+        );
+        o.set_load_text(b"TEXT cpu_utilization=oops");
+        o.set_load_text(b"\xff\xfe");
+        assert_eq!(
+            (o.cpu(), o.mem()),
+            (0.75, 0.125),
+            "malformed reports change nothing"
+        );
+        o.set_load_text(b"TEXT cpu_utilization=0.25, mem_utilization=0.5");
+        assert_eq!(
+            (o.cpu(), o.mem()),
+            (0.25, 0.5),
+            "the first report again, after others, is parsed"
+        );
     }
 
     #[test]

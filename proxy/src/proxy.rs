@@ -3,14 +3,14 @@
 //! accounting of every request.
 
 use crate::config::Config;
-use crate::metrics::{Metrics, Snapshot};
+use crate::metrics::{status_class, Metrics, OriginSeries, Snapshot};
 use crate::origins::{Origin, Registry};
 use crate::retry_budget::RetryBudget;
 use crate::select::Selector;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
-use cdn_types::{LoadReport, LOAD_HEADER};
+use cdn_types::LOAD_HEADER;
 use pingora::http::ResponseHeader;
 use pingora::lb::LoadBalancer;
 use pingora::prelude::*;
@@ -56,13 +56,17 @@ pub struct Ctx {
     retry_status: bool,
     /// No origin could be picked.
     no_origin: bool,
-    /// Prometheus handle for this origin's bytes, fetched once per request.
-    bytes_counter: Option<prometheus::IntCounter>,
     /// Bound for the dashboard sidecar (`/dashboard`, `/ws`), not an origin.
     to_dashboard: bool,
 }
 
 impl Edge {
+    /// The origin's Prometheus series, resolved on its first request.
+    fn series<'a>(&self, o: &'a Origin) -> &'a OriginSeries {
+        o.series
+            .get_or_init(|| self.metrics.origin_series(&o.label))
+    }
+
     /// Ends the current attempt: in-flight count and the passive-health outcome.
     fn end_attempt(&self, ctx: &mut Ctx, ok: bool) {
         if let Some(o) = ctx.origin.take() {
@@ -101,16 +105,6 @@ impl Edge {
             session.write_response_body(Some(body), true).await?;
         }
         Ok(true)
-    }
-}
-
-fn status_class(status: u16) -> &'static str {
-    match status {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
     }
 }
 
@@ -214,11 +208,6 @@ impl ProxyHttp for Edge {
             self.metrics.retries.inc();
         }
         ctx.tried.push(addr);
-        ctx.bytes_counter = Some(
-            self.metrics
-                .response_bytes
-                .with_label_values(&[&origin.label]),
-        );
         ctx.last = Some(origin.clone());
         ctx.origin = Some(origin);
         ctx.sent_at = None;
@@ -255,18 +244,10 @@ impl ProxyHttp for Edge {
         if let (Some(o), Some(sent)) = (&ctx.origin, ctx.sent_at) {
             let ttfb = sent.elapsed();
             o.observe_ttfb(ttfb, cfg.selection.ewma_decay);
-            self.metrics
-                .ttfb
-                .with_label_values(&[&o.label])
-                .observe(ttfb.as_secs_f64());
+            self.series(o).ttfb.observe(ttfb.as_secs_f64());
             self.metrics.record_response_time(ttfb);
-            if let Some(report) = resp
-                .headers
-                .get(LOAD_HEADER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| LoadReport::parse_orca_text(v).ok())
-            {
-                o.set_load(&report);
+            if let Some(report) = resp.headers.get(LOAD_HEADER) {
+                o.set_load_text(report.as_bytes());
             }
         }
         resp.remove_header(LOAD_HEADER);
@@ -306,9 +287,7 @@ impl ProxyHttp for Edge {
             let n = b.len() as u64;
             o.add_bytes(n);
             self.metrics.total_bytes.fetch_add(n, Relaxed);
-            if let Some(c) = &ctx.bytes_counter {
-                c.inc_by(n);
-            }
+            self.series(o).bytes.inc_by(n);
         }
         Ok(None)
     }
@@ -407,10 +386,7 @@ impl ProxyHttp for Edge {
                 .inc();
         }
         if let Some(o) = &ctx.last {
-            self.metrics
-                .requests
-                .with_label_values(&[&o.label, status_class(status)])
-                .inc();
+            self.series(o).requests(status).inc();
         }
         // Still open only if the last attempt ended without an error callback.
         let origin_fault = e.is_some_and(|e| e.esource() == &ErrorSource::Upstream);
