@@ -4,7 +4,7 @@ CARGO ?= cargo
 MEDIA ?= media
 
 .PHONY: help run build sample deps web-deps e2e-deps test test-local test-k8s test-docker lint prometheus \
-	up down logs ps scale bench-origin bench-proxy clean
+	up down logs ps scale bench-origin bench-proxy bench-instructions clean
 
 # Containers: `docker compose` (v2) where it exists, else `docker-compose` (v1.29).
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
@@ -85,6 +85,11 @@ bench-proxy: build ## direct vs cdn-proxy vs bare Pingora vs nginx vs HAProxy ov
 	@scripts/ensure-packages.sh nginx:nginx-light haproxy:haproxy wrk:wrk curl:curl
 	$(CARGO) build --release --example bare_pingora
 	@bench/proxy.sh
+
+bench-instructions: build ## instructions per small request under callgrind, cdn-proxy vs bare Pingora (repeatable to the percent)
+	@scripts/ensure-packages.sh valgrind:valgrind curl:curl
+	$(CARGO) build --release --example bare_pingora
+	@bench/instructions.sh
 
 clean: ## remove build output
 	$(CARGO) clean
