@@ -6,7 +6,8 @@
 # by a quarter. Each proxy runs with `threads: 1` in front of three cdn-origins; after
 # 400 warm-up requests the counters are zeroed, N keep-alive GETs of a 1 KiB file are
 # made over 4 connections, and the total is divided by N.
-# Env: N (default 2000). Needs valgrind (apt-get install valgrind) and release builds.
+# Env: N (default 2000); PROFILE_DIR=dir keeps each callgrind dump there for
+# `callgrind_annotate --inclusive=yes`. Needs valgrind (apt-get install valgrind) and release builds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-2000}
@@ -72,6 +73,7 @@ measure() {
   done
   kill -9 "$vp"
   wait "$vp" 2>/dev/null || true
+  [[ -n ${PROFILE_DIR:-} ]] && mkdir -p "$PROFILE_DIR" && cp "$dump" "$PROFILE_DIR/$name.callgrind"
   awk -v n="$N" -v name="$name" '/^totals:/ { printf "| %s | %.0f |\n", name, $2 / n; exit }' "$dump"
 }
 

@@ -16,6 +16,8 @@
 //!   page never sends any), and only that client; a frame announced larger
 //!   than 4 KiB closes it before its payload is read.
 
+mod page;
+
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use http::{header, Method, Request, Response, StatusCode};
@@ -23,6 +25,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use page::{reply, Caching};
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::path::PathBuf;
@@ -212,9 +215,12 @@ impl Hub {
         match path.as_str() {
             "/ws" => self.upgrade(req),
             "/dashboard" | "/dashboard/" => {
-                self.file(self.settings.web_root.join("index.html")).await
+                let index = self.settings.web_root.join("index.html");
+                page::file(&index, req.headers(), Caching::Revalidate).await
             }
-            "/dashboard/vendor/chart.umd.js" => self.file(self.settings.chart_js.clone()).await,
+            "/dashboard/vendor/chart.umd.js" => {
+                page::file(&self.settings.chart_js, req.headers(), Caching::Pinned).await
+            }
             p => match p.strip_prefix("/dashboard/") {
                 // Only plain file names from the page folder.
                 Some(name)
@@ -224,26 +230,11 @@ impl Hub {
                             .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
                         && !name.starts_with('.') =>
                 {
-                    self.file(self.settings.web_root.join(name)).await
+                    let file = self.settings.web_root.join(name);
+                    page::file(&file, req.headers(), Caching::Revalidate).await
                 }
                 _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
             },
-        }
-    }
-
-    async fn file(&self, path: PathBuf) -> Response<Full<Bytes>> {
-        let ct = match path.extension().and_then(|e| e.to_str()) {
-            Some("html") => "text/html; charset=utf-8",
-            Some("js") => "text/javascript; charset=utf-8",
-            Some("css") => "text/css; charset=utf-8",
-            _ => "application/octet-stream",
-        };
-        match tokio::fs::read(&path).await {
-            Ok(bytes) => reply(StatusCode::OK, ct, bytes),
-            Err(e) => {
-                tracing::warn!(path = %path.display(), "dashboard file missing: {e} (run `make e2e-deps` or `npm ci` in dashboard/)");
-                reply(StatusCode::NOT_FOUND, "text/plain", "not found\n")
-            }
         }
     }
 
@@ -386,22 +377,4 @@ impl Hub {
             }
         }
     }
-}
-
-fn reply(
-    status: StatusCode,
-    content_type: &'static str,
-    body: impl Into<Bytes>,
-) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(body.into()));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static(content_type),
-    );
-    r.headers_mut().insert(
-        header::CACHE_CONTROL,
-        header::HeaderValue::from_static("no-store"),
-    );
-    r
 }

@@ -173,6 +173,8 @@ async fn read_at(file: &Arc<File>, offset: u64, want: usize) -> io::Result<Bytes
 /// Reads into `buf`'s spare capacity only what is already in the page cache.
 /// `Err` (`EAGAIN`, or `EOPNOTSUPP` on file systems without `RWF_NOWAIT`)
 /// means "ask the blocking pool".
+// preadv2 with RWF_NOWAIT has no safe wrapper in std or libc.
+#[allow(unsafe_code)]
 fn read_cached(file: &File, offset: u64, buf: &mut Vec<u8>) -> io::Result<usize> {
     let spare = buf.spare_capacity_mut();
     let iov = libc::iovec {

@@ -38,7 +38,7 @@ impl<'a> From<&'a Origin> for OriginView<'a> {
             address: &o.label,
             source: &o.source,
             state: o.state(),
-            operator_drained: o.operator_drained(),
+            operator_drained: o.health.operator_drained(),
             capacity: o.capacity(),
             in_flight: o.inflight(),
             requests_total: o.requests(),
@@ -118,8 +118,8 @@ impl Admin {
             );
         };
         match action {
-            "drain" => origin.set_operator_drain(true),
-            "undrain" => origin.set_operator_drain(false),
+            "drain" => origin.health.set_operator_drain(true),
+            "undrain" => origin.health.set_operator_drain(false),
             "capacity" => {
                 let body = read_body(session).await;
                 match serde_json::from_slice::<CapacityBody>(&body) {

@@ -3,12 +3,13 @@
 //! --scale` and Kubernetes headless services work). Pingora ships no DNS
 //! discovery; this is our [`ServiceDiscovery`].
 //!
-//! Discovery also keeps the origin registry in step: new addresses get live
-//! state (down until their first health check passes), addresses no longer
-//! listed are marked gone and drain.
+//! Discovery also keeps the origin registry in step, and is the only place
+//! origins are made: new addresses get live state (down until their first
+//! health check passes), attached to their `Backend` (`Backend::ext`) for
+//! the selector; addresses no longer listed are marked gone and drain.
 
-use crate::config::Config;
-use crate::origins::Registry;
+use crate::config::{Config, HostPort};
+use crate::origins::{Origin, Registry};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use hickory_resolver::config::{NameServerConfig, ResolverConfig};
@@ -47,8 +48,8 @@ impl Discovery {
         }
     }
 
-    /// Resolves every entry and updates the registry; returns the addresses listed now.
-    pub async fn resolve(&self) -> Vec<SocketAddr> {
+    /// Resolves every entry and updates the registry; returns the origins listed now.
+    pub async fn resolve(&self) -> Vec<Arc<Origin>> {
         let cfg = self.config.load_full();
         let mut state = self.state.lock().await;
         let mut listed = Vec::new();
@@ -70,14 +71,14 @@ impl Discovery {
             for addr in addrs {
                 let o = self.registry.get_or_insert(addr, &source, entry.capacity);
                 o.set_configured_capacity(entry.capacity);
-                o.set_gone(false);
-                listed.push(addr);
+                o.health.set_gone(false);
+                listed.push(o);
             }
         }
-        let now: HashSet<SocketAddr> = listed.iter().copied().collect();
+        let now: HashSet<SocketAddr> = listed.iter().map(|o| o.addr).collect();
         for o in self.registry.all() {
             if !now.contains(&o.addr) {
-                o.set_gone(true);
+                o.health.set_gone(true);
             }
         }
         self.registry.prune();
@@ -87,12 +88,10 @@ impl Discovery {
 
 impl DnsState {
     async fn lookup(&mut self, cfg: &Config, entry: &str) -> Vec<SocketAddr> {
-        let Some((name, port)) = entry
-            .rsplit_once(':')
-            .and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?)))
-        else {
+        let Some(target) = HostPort::parse(entry) else {
             return Vec::new();
         };
+        let (name, port) = (target.name(), target.port);
         let servers = &cfg.discovery.nameservers;
         if self.resolver.as_ref().is_none_or(|(s, _)| s != servers) {
             match build_resolver(servers) {
@@ -151,7 +150,15 @@ impl ServiceDiscovery for Discovery {
             .resolve()
             .await
             .into_iter()
-            .filter_map(|addr| Backend::new(&addr.to_string()).ok())
+            .map(|origin| {
+                let mut b = Backend {
+                    addr: pingora::protocols::l4::socket::SocketAddr::Inet(origin.addr),
+                    weight: 1,
+                    ext: http::Extensions::new(),
+                };
+                b.ext.insert(origin);
+                b
+            })
             .collect();
         Ok((backends, HashMap::new()))
     }

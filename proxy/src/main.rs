@@ -1,17 +1,26 @@
 //! `cdn-proxy`: builds the Pingora server from `pingora.yaml` (`-c`) and our
 //! `cdn.yaml` (`--cdn-conf`), and wires the services: the proxy on the public
 //! listeners, the admin app on its loopback listener, and the background
-//! services (health/discovery monitor, metrics snapshots, SIGHUP reload).
+//! services (health/discovery monitor, ratings, metrics snapshots, SIGHUP
+//! reload, dashboard). Nothing else happens here.
+//!
+//! A request: `edge.rs` (routes.rs, select/, origins/) → Pingora → origin.
+//! A load report: origin header or health check → `origins/` → `select/rater.rs`.
+//! A config change: `reload.rs` → `config/` → swapped in (`ArcSwap`).
 
 mod admin;
+mod atomic_f64;
+mod clock;
 mod config;
 mod discovery;
+mod edge;
 mod metrics;
 mod monitor;
 mod origins;
-mod proxy;
 mod reload;
+mod respond;
 mod retry_budget;
+mod routes;
 mod select;
 mod sidecar;
 mod websocket;
@@ -63,12 +72,7 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    cdn_types::logging::init();
     let config = match config::Config::load(&args.cdn_conf) {
         Ok(c) => c,
         Err(e) => {
@@ -106,27 +110,27 @@ fn run(args: Args, config: config::Config) -> anyhow::Result<()> {
     let listen = config.listen.clone();
     let dashboard = config.dashboard.clone();
     let admin_listen = config.admin_listen;
+    let budget = Arc::new(retry_budget::RetryBudget::new(&config.retry));
     let config = Arc::new(ArcSwap::from_pointee(config));
     let registry = Arc::new(origins::Registry::default());
+    let ratings = Arc::new(select::Ratings::default());
     let discovery = discovery::Discovery::new(config.clone(), registry.clone());
     let shared = select::Shared {
         config: config.clone(),
-        registry: registry.clone(),
+        ratings: ratings.clone(),
     };
     let lb = Arc::new(LoadBalancer::<select::Selector>::from_backends_with_config(
         Backends::new(Box::new(discovery)),
         Some(shared),
     ));
-    let metrics = Arc::new(metrics::Metrics::new()?);
+    let metrics = Arc::new(metrics::Metrics::new(registry.clone(), ratings.clone())?);
     let snapshot = Arc::new(ArcSwap::from_pointee(metrics::Snapshot::default()));
-    let budget = Arc::new(retry_budget::RetryBudget::default());
     let rediscover = Arc::new(tokio::sync::Notify::new());
     let warmup = Arc::new(monitor::Warmup::default());
     let hub = dashboard.enabled.then(|| sidecar::hub(&dashboard));
 
-    let edge = proxy::Edge {
+    let edge = edge::Edge {
         lb: lb.clone(),
-        registry: registry.clone(),
         config: config.clone(),
         metrics: metrics.clone(),
         snapshot: snapshot.clone(),
@@ -153,14 +157,20 @@ fn run(args: Args, config: config::Config) -> anyhow::Result<()> {
         rediscover: rediscover.clone(),
         warmup,
     };
+    let rater = select::Rater {
+        registry: registry.clone(),
+        ratings: ratings.clone(),
+        config: config.clone(),
+    };
     let sidecar = hub.map(|hub| sidecar::Sidecar {
         config: dashboard,
         hub,
         snapshot: snapshot.clone(),
     });
     let snapshotter = metrics::Snapshotter {
-        metrics,
+        metrics: metrics.clone(),
         registry,
+        ratings,
         config: config.clone(),
         latest: snapshot,
     };
@@ -168,11 +178,13 @@ fn run(args: Args, config: config::Config) -> anyhow::Result<()> {
         path: args.cdn_conf,
         config,
         rediscover,
+        metrics,
     };
 
     server.add_service(public);
     server.add_service(admin);
     server.add_service(background_service("monitor", monitor));
+    server.add_service(background_service("ratings", rater));
     server.add_service(background_service("snapshots", snapshotter));
     server.add_service(background_service("reload", reloader));
     if let Some(sidecar) = sidecar {

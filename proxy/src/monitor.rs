@@ -79,7 +79,8 @@ impl Monitor {
             }
             Err(_) => None,
         };
-        o.record_check(result, cfg.health.rise, cfg.health.fall);
+        o.health
+            .record_check(result, cfg.health.rise, cfg.health.fall);
     }
 }
 
@@ -102,10 +103,6 @@ impl BackgroundService for Monitor {
             let origins = self.registry.all();
             let checks = origins.iter().map(|o| Self::check(&client, o, &cfg));
             futures_util::future::join_all(checks).await;
-            // Keep every origin's score and tier current for display, whatever the policy.
-            for o in &origins {
-                o.rate_tier(&cfg.selection);
-            }
             self.warmup.finish();
             tokio::select! {
                 () = tokio::time::sleep(cfg.health.interval) => {}

@@ -1,9 +1,12 @@
 //! SIGHUP reloads `cdn.yaml`: a valid file is swapped in atomically (requests
 //! in flight keep the config they started with) and discovery runs at once;
-//! an invalid one is logged and the old config stays. Listeners are bound at
+//! an invalid one is logged and the old config stays. The file is read and
+//! its static addresses resolved on the blocking pool, never on the
+//! threads that serve requests. Listeners are bound at
 //! start and do not change on reload (use Pingora's graceful upgrade, `-u`).
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
+use crate::metrics::Metrics;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
@@ -21,6 +24,8 @@ pub struct Reloader {
     pub config: Arc<ArcSwap<Config>>,
     /// Tells the monitor to rediscover now.
     pub rediscover: Arc<Notify>,
+    /// Counts reloads applied and refused.
+    pub metrics: Arc<Metrics>,
 }
 
 #[async_trait]
@@ -35,7 +40,15 @@ impl BackgroundService for Reloader {
                 _ = hup.recv() => {}
                 _ = shutdown.changed() => return,
             }
-            match Config::load(&self.path) {
+            let path = self.path.clone();
+            let loaded = tokio::task::spawn_blocking(move || Config::load(&path)).await;
+            match loaded.unwrap_or_else(|e| {
+                Err(ConfigError {
+                    file: self.path.display().to_string(),
+                    key: String::new(),
+                    message: format!("reading it failed: {e}"),
+                })
+            }) {
                 Ok(new) => {
                     let old = self.config.load();
                     if new.listen != old.listen || new.admin_listen != old.admin_listen {
@@ -43,9 +56,13 @@ impl BackgroundService for Reloader {
                     }
                     self.config.store(Arc::new(new));
                     self.rediscover.notify_one();
+                    self.metrics.reloads_applied.inc();
                     tracing::info!(file = %self.path.display(), "configuration reloaded");
                 }
-                Err(e) => tracing::error!("reload refused, keeping the running configuration: {e}"),
+                Err(e) => {
+                    self.metrics.reloads_refused.inc();
+                    tracing::error!("reload refused, keeping the running configuration: {e}")
+                }
             }
         }
     }

@@ -1,55 +1,57 @@
 //! A retry budget, as Linkerd's: retries may add at most `budget_ratio` of
-//! the request volume, plus `budget_min_per_sec`, so a failing fleet is not
-//! hit by a retry storm.
+//! the recent request volume, plus `budget_min_per_sec`, so a failing fleet
+//! is not hit by a retry storm. It is tower's [`TpsBudget`]: deposits and
+//! withdrawals expire after [`TTL`], so a quiet period does not bank
+//! retries for a later storm.
 
 use crate::config::Retry;
-use crate::origins::now_ms;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use arc_swap::ArcSwap;
+use std::sync::Arc;
+use std::time::Duration;
+use tower::retry::budget::{Budget, TpsBudget};
 
-/// One retry, in milli-tokens (integers, so ten deposits of 0.2 make exactly two).
-const TOKEN: i64 = 1000;
-/// Most retries saved up.
-const MAX_TOKENS: i64 = 1000 * TOKEN;
+/// How long a deposit (one request's share of a retry) counts.
+pub const TTL: Duration = Duration::from_secs(10);
 
-/// Tokens: each request deposits `budget_ratio`, time adds `budget_min_per_sec`,
-/// a retry withdraws one.
-#[derive(Default)]
+/// The budget of the retry settings in force; rebuilt (empty) when a
+/// reload changes them.
 pub struct RetryBudget {
-    milli: AtomicI64,
-    /// When the time-based floor was last added (ms since start).
-    floor_at: AtomicU64,
+    current: ArcSwap<(Retry, TpsBudget)>,
+}
+
+fn budget(cfg: &Retry) -> TpsBudget {
+    // tower counts whole retries per second; a fractional floor rounds up.
+    let min_per_sec = cfg.budget_min_per_sec.ceil().min(f64::from(u32::MAX / 2)) as u32;
+    TpsBudget::new(TTL, min_per_sec, cfg.budget_ratio as f32)
 }
 
 impl RetryBudget {
+    /// A budget for `cfg`.
+    pub fn new(cfg: &Retry) -> Self {
+        RetryBudget {
+            current: ArcSwap::from_pointee((cfg.clone(), budget(cfg))),
+        }
+    }
+
+    /// The budget for `cfg`, replacing the current one if the settings changed.
+    fn for_config(&self, cfg: &Retry) -> Arc<(Retry, TpsBudget)> {
+        let current = self.current.load_full();
+        if current.0 == *cfg {
+            return current;
+        }
+        let fresh = Arc::new((cfg.clone(), budget(cfg)));
+        self.current.store(fresh.clone());
+        fresh
+    }
+
     /// A request arrived.
     pub fn deposit(&self, cfg: &Retry) {
-        self.add((cfg.budget_ratio * TOKEN as f64).round() as i64);
+        self.for_config(cfg).1.deposit();
     }
 
-    /// Takes one retry token if there is one (adding the floor accrued since last time first).
+    /// Takes one retry if the budget allows it.
     pub fn try_withdraw(&self, cfg: &Retry) -> bool {
-        self.accrue(now_ms(), cfg);
-        self.milli
-            .fetch_update(Relaxed, Relaxed, |t| (t >= TOKEN).then_some(t - TOKEN))
-            .is_ok()
-    }
-
-    fn accrue(&self, now: u64, cfg: &Retry) {
-        // Stored +1 so that 0 means "never": a fresh budget starts with one
-        // second of the floor, so retries work right after a (re)start.
-        let last = self.floor_at.swap(now + 1, Relaxed);
-        let elapsed_ms = if last == 0 {
-            1000
-        } else {
-            (now + 1).saturating_sub(last)
-        };
-        self.add((cfg.budget_min_per_sec * elapsed_ms as f64).round() as i64);
-    }
-
-    fn add(&self, n: i64) {
-        let _ = self
-            .milli
-            .fetch_update(Relaxed, Relaxed, |t| Some((t + n).min(MAX_TOKENS)));
+        self.for_config(cfg).1.withdraw()
     }
 }
 
@@ -57,45 +59,60 @@ impl RetryBudget {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_fresh_budget_allows_the_floor_at_once() {
-        let cfg = Retry {
+    fn retry(ratio: f64, floor: f64) -> Retry {
+        Retry {
             attempts: 3,
-            budget_ratio: 0.0,
-            budget_min_per_sec: 3.0,
-        };
-        let b = RetryBudget::default();
-        assert!(
-            (0..3).all(|_| b.try_withdraw(&cfg)),
-            "one second of the floor right away"
-        );
-        b.floor_at.store(u64::MAX, Relaxed);
+            budget_ratio: ratio,
+            budget_min_per_sec: floor,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fresh_budget_allows_the_floor_at_once() {
+        let cfg = retry(0.0, 3.0);
+        let b = RetryBudget::new(&cfg);
+        // The floor is a reserve of `min_per_sec × TTL`.
+        assert!((0..30).all(|_| b.try_withdraw(&cfg)), "the reserve at once");
         assert!(!b.try_withdraw(&cfg));
     }
 
-    #[test]
-    fn retries_are_bounded_by_the_ratio_plus_the_floor() {
-        let cfg = Retry {
-            attempts: 3,
-            budget_ratio: 0.2,
-            budget_min_per_sec: 0.0,
-        };
-        let b = RetryBudget::default();
+    #[tokio::test(start_paused = true)]
+    async fn retries_are_bounded_by_the_ratio() {
+        let cfg = retry(0.2, 0.0);
+        let b = RetryBudget::new(&cfg);
         for _ in 0..10 {
             b.deposit(&cfg);
         }
         assert!(b.try_withdraw(&cfg));
         assert!(b.try_withdraw(&cfg));
         assert!(!b.try_withdraw(&cfg), "10 requests at 20% allow 2 retries");
-        // The floor accrues with time: 5 per second.
-        let cfg = Retry {
-            budget_min_per_sec: 5.0,
-            ..cfg
-        };
-        let t0 = b.floor_at.load(Relaxed) - 1;
-        b.accrue(t0 + 1000, &cfg);
-        b.floor_at.store(u64::MAX, Relaxed); // no more accrual during the assertions
-        assert!((0..5).all(|_| b.try_withdraw(&cfg)));
-        assert!(!b.try_withdraw(&cfg));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quiet_minute_does_not_bank_a_storm() {
+        let cfg = retry(0.2, 0.0);
+        let b = RetryBudget::new(&cfg);
+        // A busy period, then a minute with no traffic.
+        for _ in 0..10_000 {
+            b.deposit(&cfg);
+        }
+        tokio::time::advance(Duration::from_secs(60)).await;
+        // Then a failing burst of 100 requests: only 20% of them may retry.
+        let mut retried = 0;
+        for _ in 0..100 {
+            b.deposit(&cfg);
+            if b.try_withdraw(&cfg) {
+                retried += 1;
+            }
+        }
+        assert!(retried <= 20, "{retried} retries for 100 requests");
+        assert!(retried >= 15, "the ratio still allows retries: {retried}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reload_with_new_settings_takes_effect() {
+        let b = RetryBudget::new(&retry(0.0, 0.0));
+        assert!(!b.try_withdraw(&retry(0.0, 0.0)));
+        assert!(b.try_withdraw(&retry(0.0, 1.0)));
     }
 }

@@ -4,11 +4,15 @@
 //! ways: in-band on every response as an ORCA `endpoint-load-metrics` header
 //! (the text format Envoy and gRPC use), and as JSON on the origin's `/load`.
 //! Also [`own_process`]: the CPU and memory figures both binaries report
-//! about themselves, and [`healthcheck`]: the probe behind their
-//! `healthcheck` subcommands.
+//! about themselves, [`healthcheck`]: the probe behind their
+//! `healthcheck` subcommands, [`status`]: the status classes their counters
+//! use, [`clock`] and [`logging`].
 
+pub mod clock;
 pub mod healthcheck;
+pub mod logging;
 pub mod own_process;
+pub mod status;
 
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;

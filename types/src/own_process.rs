@@ -1,5 +1,8 @@
 //! What this process uses: both binaries report these figures about themselves.
 
+// getrusage and sysconf have no safe wrapper in std.
+#![allow(unsafe_code)]
+
 /// CPU time (user + system, all threads) of this process, in nanoseconds.
 pub fn cpu_ns() -> u64 {
     // SAFETY: getrusage writes into the zeroed struct we own.

@@ -4,11 +4,16 @@
 //!
 //! A pick reads only atomics and allocates nothing: policies scan the
 //! origin slice with a `usable` predicate (eligible and not yet tried).
+//! The tier policy's scores and tiers are computed off the request path by
+//! the [`Rater`] (`rating.rs`, `rater.rs`); `select/` reads origins and
+//! writes nothing but ratings.
 
 mod consistent;
 mod least_conn;
 mod p2c_ewma;
 mod random;
+mod rater;
+mod rating;
 mod round_robin;
 mod tier;
 
@@ -16,12 +21,14 @@ pub use consistent::Consistent;
 pub use least_conn::LeastConn;
 pub use p2c_ewma::P2cEwma;
 pub use random::Random;
+pub use rater::Rater;
+pub use rating::{Rating, Ratings};
 pub use round_robin::RoundRobin;
 pub use tier::Tier;
 
 use crate::config::{Config, Policy as PolicyName, Selection};
-use crate::origins::{Origin, Registry};
-use arc_swap::ArcSwap;
+use crate::origins::Origin;
+use arc_swap::{ArcSwap, Guard};
 use pingora::lb::selection::{BackendIter, BackendSelection};
 use pingora::lb::Backend;
 use std::collections::BTreeSet;
@@ -31,6 +38,8 @@ use std::sync::Arc;
 pub struct Pick<'a> {
     /// The origins of this discovery generation.
     pub origins: &'a [Arc<Origin>],
+    /// Their ratings, in the same order.
+    pub ratings: &'a [Arc<Rating>],
     /// The selection settings in force.
     pub cfg: &'a Selection,
     /// Per-request state from [`Policy::seed`].
@@ -75,18 +84,19 @@ pub trait Policy: Send + Sync {
     fn pick(&self, p: &mut Pick<'_>) -> Option<usize>;
 }
 
-/// What every selector shares: the live config and the origin registry.
+/// What every selector shares: the live config and the ratings.
 pub struct Shared {
     /// The configuration in force (swapped on reload).
     pub config: Arc<ArcSwap<Config>>,
-    /// Every known origin.
-    pub registry: Arc<Registry>,
+    /// Every origin's rating.
+    pub ratings: Arc<Ratings>,
 }
 
 /// The backends of one discovery generation and every policy over them.
 pub struct Selector {
     backends: Vec<Backend>,
     origins: Vec<Arc<Origin>>,
+    ratings: Vec<Arc<Rating>>,
     config: Arc<ArcSwap<Config>>,
     tier: Tier,
     round_robin: RoundRobin,
@@ -98,16 +108,14 @@ pub struct Selector {
 
 impl Selector {
     /// Builds a selector over `origins` (in the same order as `backends`).
-    pub fn new(
-        backends: Vec<Backend>,
-        origins: Vec<Arc<Origin>>,
-        config: Arc<ArcSwap<Config>>,
-    ) -> Self {
+    pub fn new(backends: Vec<Backend>, origins: Vec<Arc<Origin>>, shared: &Shared) -> Self {
         let consistent = Consistent::new(&origins);
+        let ratings = origins.iter().map(|o| shared.ratings.of(o.addr)).collect();
         Selector {
             backends,
             origins,
-            config,
+            ratings,
+            config: shared.config.clone(),
             tier: Tier,
             round_robin: RoundRobin::default(),
             random: Random,
@@ -134,18 +142,12 @@ impl BackendSelection for Selector {
     type Config = Shared;
 
     fn build_with_config(backends: &BTreeSet<Backend>, shared: &Shared) -> Self {
-        // Discovery registered each origin (with its source and capacity) before returning it.
-        let backends: Vec<Backend> = backends
+        // Discovery attaches each backend's origin (`Backend::ext`); it makes no other kind.
+        let (backends, origins) = backends
             .iter()
-            .filter(|b| b.as_inet().is_some())
-            .cloned()
-            .collect();
-        let origins = backends
-            .iter()
-            .filter_map(|b| b.as_inet().copied())
-            .map(|addr| shared.registry.get_or_insert(addr, "unknown", 1.0))
-            .collect();
-        Selector::new(backends, origins, shared.config.clone())
+            .filter_map(|b| Some((b.clone(), origin_of(b)?.clone())))
+            .unzip();
+        Selector::new(backends, origins, shared)
     }
 
     fn build(_backends: &BTreeSet<Backend>) -> Self {
@@ -153,10 +155,12 @@ impl BackendSelection for Selector {
     }
 
     fn iter(self: &Arc<Self>, key: &[u8]) -> Picks {
-        let policy = self.config.load().selection.policy;
+        let config = self.config.load();
+        let policy = config.selection.policy;
         Picks {
             seed: self.policy(policy).seed(key),
             selector: self.clone(),
+            config,
             policy,
             tried: 0,
             rng: fastrand::Rng::new(),
@@ -164,11 +168,18 @@ impl BackendSelection for Selector {
     }
 }
 
+/// The origin discovery attached to a backend.
+pub fn origin_of(backend: &Backend) -> Option<&Arc<Origin>> {
+    backend.ext.get::<Arc<Origin>>()
+}
+
 /// The picks for one request: the policy's choice first, then its choice
 /// among the rest, and so on. Indices past 128 are never marked as tried
 /// (Pingora's iterator de-duplicates them anyway).
 pub struct Picks {
     selector: Arc<Selector>,
+    /// The config of this request's picks, loaded once.
+    config: Guard<Arc<Config>>,
     policy: PolicyName,
     seed: u64,
     tried: u128,
@@ -178,13 +189,13 @@ pub struct Picks {
 impl BackendIter for Picks {
     fn next(&mut self) -> Option<&Backend> {
         let sel = &self.selector;
-        let cfg = sel.config.load();
         let tried = self.tried;
         let usable =
             |i: usize| (i >= 128 || tried & (1u128 << i) == 0) && sel.origins[i].eligible();
         let mut pick = Pick {
             origins: &sel.origins,
-            cfg: &cfg.selection,
+            ratings: &sel.ratings,
+            cfg: &self.config.selection,
             seed: self.seed,
             usable: &usable,
             rng: &mut self.rng,

@@ -10,11 +10,8 @@ pub struct P2cEwma;
 /// The cost p2c_ewma compares.
 pub(crate) fn peak_cost(o: &Origin) -> f64 {
     // An origin with no sample yet costs as if it answered in 1 ms, so it gets tried.
-    let latency = if o.peak_ewma() > 0.0 {
-        o.peak_ewma()
-    } else {
-        0.001
-    };
+    let peak = o.ttfb.peak();
+    let latency = if peak > 0.0 { peak } else { 0.001 };
     latency * (o.inflight() as f64 + 1.0) / o.capacity().max(1e-9)
 }
 

@@ -2,7 +2,6 @@
 
 use super::*;
 use crate::config::Selection;
-use crate::origins::Origin;
 use cdn_types::LoadReport;
 use std::collections::HashMap;
 
@@ -12,8 +11,21 @@ fn origins(capacities: &[f64]) -> Vec<Arc<Origin>> {
         .enumerate()
         .map(|(i, &c)| {
             let o = Origin::new(format!("10.0.0.{}:80", i + 1).parse().unwrap(), "test", c);
-            o.record_check(Some(true), 1, 1);
+            o.health.record_check(Some(true), 1, 1);
             Arc::new(o)
+        })
+        .collect()
+}
+
+/// Ratings of `origins` as the rater would leave them now.
+pub(super) fn rate(origins: &[Arc<Origin>]) -> Vec<Arc<Rating>> {
+    let cfg = Selection::default();
+    origins
+        .iter()
+        .map(|o| {
+            let r = Arc::new(Rating::default());
+            r.update(o, &cfg, crate::clock::now_ms());
+            r
         })
         .collect()
 }
@@ -22,6 +34,7 @@ fn origins(capacities: &[f64]) -> Vec<Arc<Origin>> {
 pub(super) fn pick_once(
     policy: &dyn Policy,
     origins: &[Arc<Origin>],
+    ratings: &[Arc<Rating>],
     seed: u64,
     usable: &dyn Fn(usize) -> bool,
     rng: &mut fastrand::Rng,
@@ -29,6 +42,7 @@ pub(super) fn pick_once(
     let cfg = Selection::default();
     policy.pick(&mut Pick {
         origins,
+        ratings,
         cfg: &cfg,
         seed,
         usable,
@@ -43,9 +57,10 @@ fn counts(
     usable: &dyn Fn(usize) -> bool,
 ) -> HashMap<usize, usize> {
     let mut rng = fastrand::Rng::with_seed(42);
+    let ratings = rate(os);
     let mut c = HashMap::new();
     for _ in 0..n {
-        *c.entry(pick_once(p, os, 0, usable, &mut rng).unwrap())
+        *c.entry(pick_once(p, os, &ratings, 0, usable, &mut rng).unwrap())
             .or_insert(0) += 1;
     }
     c
@@ -117,8 +132,9 @@ fn consistent_hashing_is_sticky_and_moves_only_what_it_must() {
     let os = origins(&[1.0, 1.0, 1.0, 1.0]);
     let ch = Consistent::new(&os);
     let mut rng = fastrand::Rng::with_seed(1);
+    let ratings = rate(&os);
     let pick = |key: &str, usable: &dyn Fn(usize) -> bool, rng: &mut fastrand::Rng| {
-        pick_once(&ch, &os, ch.seed(key.as_bytes()), usable, rng).unwrap()
+        pick_once(&ch, &os, &ratings, ch.seed(key.as_bytes()), usable, rng).unwrap()
     };
     let keys: Vec<String> = (0..400).map(|i| format!("/videos/clip-{i}.mp4")).collect();
     let home: Vec<usize> = keys.iter().map(|k| pick(k, &|_| true, &mut rng)).collect();

@@ -3,7 +3,7 @@
 //! once a simulated second, and a steady stream of picks. It shows the
 //! herding of "argmin on the polled score" and that the tier policy does not herd.
 
-use super::Tier;
+use super::{Rating, Tier};
 use crate::config::Selection;
 use crate::origins::Origin;
 use cdn_types::LoadReport;
@@ -22,14 +22,18 @@ struct Outcome {
     completed: u64,
 }
 
-/// Runs the simulation, picking with `pick(origins, stale_snapshot)`.
-fn simulate(load: f64, mut pick: impl FnMut(&[Arc<Origin>], &[(f64, i64)]) -> usize) -> Outcome {
+/// Runs the simulation, picking with `pick(origins, ratings, stale_snapshot)`;
+/// the ratings are refreshed every 10 ticks (100 simulated ms), as the rater does.
+fn simulate(
+    load: f64,
+    mut pick: impl FnMut(&[Arc<Origin>], &[Arc<Rating>], &[(f64, i64)]) -> usize,
+) -> Outcome {
     let origins: Vec<Arc<Origin>> = CAPACITIES
         .iter()
         .enumerate()
         .map(|(i, &c)| {
             let o = Origin::new(format!("10.0.0.{i}:80").parse().unwrap(), "sim", c);
-            o.record_check(Some(true), 1, 1);
+            o.health.record_check(Some(true), 1, 1);
             Arc::new(o)
         })
         .collect();
@@ -40,9 +44,16 @@ fn simulate(load: f64, mut pick: impl FnMut(&[Arc<Origin>], &[(f64, i64)]) -> us
     let mut busy_in_second = vec![0.0; origins.len()];
     let mut imbalance = Vec::new();
     let mut completed = 0;
+    let ratings: Vec<Arc<Rating>> = origins.iter().map(|_| Arc::default()).collect();
+    let cfg = Selection::default();
     for tick in 0..SECONDS * TICKS_PER_SEC {
+        if tick % 10 == 0 {
+            for (o, r) in origins.iter().zip(&ratings) {
+                r.update(o, &cfg, (tick * 10) as u64);
+            }
+        }
         for _ in 0..arrivals_per_tick {
-            let i = pick(&origins, &snapshot);
+            let i = pick(&origins, &ratings, &snapshot);
             origins[i].start_request();
         }
         // The load each origin faces this tick: in flight after arrivals, per unit of capacity.
@@ -90,7 +101,11 @@ fn percentile(v: &[f64], p: f64) -> f64 {
 }
 
 /// The original system: every request to the lowest score of the last poll.
-fn argmin_on_polled_score(origins: &[Arc<Origin>], snapshot: &[(f64, i64)]) -> usize {
+fn argmin_on_polled_score(
+    origins: &[Arc<Origin>],
+    _ratings: &[Arc<Rating>],
+    snapshot: &[(f64, i64)],
+) -> usize {
     let s = Selection::default();
     let score = |i: usize| {
         let (cpu, inflight) = snapshot[i];
@@ -107,8 +122,9 @@ fn argmin_on_polled_scores_herds_and_the_tier_policy_does_not() {
     for load in [0.5, 0.8, 0.95] {
         let herd = simulate(load, argmin_on_polled_score);
         let mut rng = fastrand::Rng::with_seed(7);
-        let tier = simulate(load, |origins, _| {
-            super::policies_test::pick_once(&Tier, origins, 0, &|_| true, &mut rng).unwrap()
+        let tier = simulate(load, |origins, ratings, _| {
+            super::policies_test::pick_once(&Tier, origins, ratings, 0, &|_| true, &mut rng)
+                .unwrap()
         });
 
         let (h50, h99) = (

@@ -1,8 +1,8 @@
 //! The weighted four-tier policy of the original system, made safe under load.
 //!
-//! Every usable origin is scored 0–100 (`origins::Origin::score`, the
-//! original formula on fresh inputs) and placed in a tier with hysteresis;
-//! traffic goes to the lowest tier. Inside that tier the pick is a power of
+//! Every origin is scored 0–100 (the original formula on fresh inputs) and
+//! placed in a tier with hysteresis by the [`Rater`](super::Rater), ten
+//! times a second; traffic goes to the lowest tier among usable origins. Inside that tier the pick is a power of
 //! two choices on a live cost, never argmin and never uniform: two
 //! capacity-weighted candidates, and the one with the clearly lower
 //! `(in_flight + 1) / capacity × (1 + ttfb_ewma / response_time_ceiling)`
@@ -27,18 +27,18 @@ pub const TIE: f64 = 0.05;
 
 /// The live cost compared inside a tier.
 pub(crate) fn live_cost(o: &Origin, cfg: &Selection) -> f64 {
-    let latency = 1.0 + o.ttfb_ewma() / cfg.ceilings.response_time.as_secs_f64();
+    let latency = 1.0 + o.ttfb.ewma() / cfg.ceilings.response_time.as_secs_f64();
     (o.inflight() as f64 + 1.0) / o.capacity().max(1e-9) * latency
 }
 
 impl Policy for Tier {
     fn pick(&self, p: &mut Pick<'_>) -> Option<usize> {
-        let (origins, cfg) = (p.origins, p.cfg);
+        let (origins, ratings, cfg) = (p.origins, p.ratings, p.cfg);
         let best = (0..origins.len())
             .filter(|&i| (p.usable)(i))
-            .map(|i| origins[i].rate_tier(cfg))
+            .map(|i| ratings[i].tier())
             .min()?;
-        let in_tier = |i: usize| origins[i].score_and_tier().1 == best;
+        let in_tier = |i: usize| ratings[i].tier() == best;
         let a = p.weighted_random(in_tier)?;
         let b = p.weighted_random(|i| i != a && in_tier(i));
         Some(match b {

@@ -1,0 +1,362 @@
+//! The shape of `cdn.yaml`: every key, its type and its default. What the
+//! types cannot say (sums, orderings, clashes) is checked in `validate.rs`.
+
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// The whole `cdn.yaml`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Public listeners (video, `/metrics`, `/prometheus`, `/healthz`).
+    pub listen: Vec<SocketAddr>,
+    /// Operator listener (origins, drain, capacity); loopback by default.
+    pub admin_listen: SocketAddr,
+    /// Response header naming the origin that served a request (empty: none).
+    pub served_by_header: String,
+    /// `served_by_header` as it is written on responses (its case kept),
+    /// made once when the file is read rather than on every response.
+    #[serde(skip)]
+    pub served_by_name: Option<bytes::Bytes>,
+    /// The origins: static addresses and DNS names.
+    pub origins: Vec<OriginEntry>,
+    /// DNS re-resolution.
+    pub discovery: Discovery,
+    /// How an origin is picked.
+    pub selection: Selection,
+    /// Active health checks.
+    pub health: Health,
+    /// Passive outlier ejection.
+    pub ejection: Ejection,
+    /// Retries on another origin.
+    pub retry: Retry,
+    /// Timeouts towards origins.
+    pub timeouts: Timeouts,
+    /// The dashboard sidecar.
+    pub dashboard: Dashboard,
+}
+
+/// The dashboard sidecar: its own listener, proxied from the public one at `/dashboard` and `/ws`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Dashboard {
+    /// Whether to run it.
+    pub enabled: bool,
+    /// Its listener (loopback: users reach it through the public listener).
+    pub listen: SocketAddr,
+    /// Time between snapshots pushed to clients.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Snapshots kept and sent to a new client first (300 at 1 s: five minutes).
+    pub history: usize,
+    /// Most dashboard clients at once.
+    pub max_clients: usize,
+    /// Folder with the page (index.html, app.js, style.css).
+    pub web_root: std::path::PathBuf,
+    /// Chart.js's UMD build, from the npm package installed in dashboard/.
+    pub chart_js: std::path::PathBuf,
+}
+
+impl Default for Dashboard {
+    /// The sidecar's own defaults, on the loopback listener 127.0.0.1:8082.
+    fn default() -> Self {
+        let s = cdn_dashboard::Settings::default();
+        Dashboard {
+            enabled: true,
+            listen: "127.0.0.1:8082".parse().expect("literal"),
+            interval: s.interval,
+            history: s.history,
+            max_clients: s.max_clients,
+            web_root: s.web_root,
+            chart_js: s.chart_js,
+        }
+    }
+}
+
+/// One origin, or one DNS name standing for every address it resolves to.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OriginEntry {
+    /// `host:port`: an IP literal, or a name that must resolve when the file
+    /// is loaded; re-resolved (first address) every `discovery.interval`.
+    #[serde(default)]
+    pub address: Option<String>,
+    /// `name:port` re-resolved every `discovery.interval`; each A/AAAA record is an origin.
+    #[serde(default)]
+    pub dns: Option<String>,
+    /// Relative capacity (weight): 2.0 takes about twice the traffic of 1.0.
+    #[serde(default = "one")]
+    pub capacity: f64,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+/// DNS discovery settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Discovery {
+    /// How often DNS names are re-resolved.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// DNS servers (`ip:port`) to ask; empty: the system's resolver configuration.
+    pub nameservers: Vec<SocketAddr>,
+}
+
+/// The selection policy and the tier model's parameters.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Selection {
+    /// Which policy picks origins.
+    pub policy: Policy,
+    /// Weights of the load score's inputs; must sum to 1.
+    pub weights: Weights,
+    /// Upper bounds of tiers 0, 1 and 2 on the 0–100 score (tier 3 is the rest); increasing.
+    pub tier_bounds: [f64; 3],
+    /// Score points an origin must cross past a bound before it changes tier.
+    pub hysteresis: f64,
+    /// The values that count as 100% for the inputs the proxy measures.
+    pub ceilings: Ceilings,
+    /// Time constant of the response-time EWMA (and the decay of p2c_ewma's peak).
+    #[serde(with = "humantime_serde")]
+    pub ewma_decay: Duration,
+}
+
+/// Selection policies.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Policy {
+    /// Weighted four-tier score, power of two choices inside the best tier.
+    #[default]
+    Tier,
+    /// Each origin in turn.
+    RoundRobin,
+    /// At random, each origin with a probability proportional to its capacity.
+    Random,
+    /// Fewest requests in flight per unit of capacity.
+    LeastConn,
+    /// Power of two choices on peak-EWMA latency × in-flight (Finagle/Linkerd).
+    P2cEwma,
+    /// Ketama consistent hashing on the request path.
+    Consistent,
+}
+
+/// Weights of the score's inputs.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Weights {
+    /// Origin CPU utilization (from its load report).
+    pub cpu: f64,
+    /// Origin memory utilization (from its load report).
+    pub memory: f64,
+    /// Request rate to the origin, measured by the proxy.
+    pub requests: f64,
+    /// Requests in flight to the origin, measured by the proxy.
+    pub streams: f64,
+    /// EWMA of time to first byte, measured by the proxy.
+    pub response_time: f64,
+}
+
+/// Normalisation ceilings for the proxy-measured inputs.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Ceilings {
+    /// Requests per second that count as a full `requests` input.
+    pub requests_per_sec: f64,
+    /// Requests in flight that count as a full `streams` input.
+    pub streams: f64,
+    /// Time to first byte that counts as a full `response_time` input.
+    #[serde(with = "humantime_serde")]
+    pub response_time: Duration,
+}
+
+/// Active health checks.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Health {
+    /// Time between checks of one origin.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// A check slower than this fails.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Path checked on every origin (200 healthy, 503 draining).
+    pub path: String,
+    /// Consecutive passes that make a down origin up.
+    pub rise: u32,
+    /// Consecutive failures that make an up origin down.
+    pub fall: u32,
+}
+
+/// Passive ejection, as Envoy's outlier detection.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Ejection {
+    /// Consecutive connect errors, timeouts or 5xx that eject an origin (0: never).
+    pub consecutive_failures: u32,
+    /// First ejection time; doubles with each repeated ejection.
+    #[serde(with = "humantime_serde")]
+    pub base: Duration,
+    /// Longest ejection.
+    #[serde(with = "humantime_serde")]
+    pub max: Duration,
+}
+
+/// Retries on a different origin.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Retry {
+    /// Most origins tried for one request (1: no retry).
+    pub attempts: u32,
+    /// Retries allowed as a fraction of requests (a retry budget, as Linkerd's).
+    pub budget_ratio: f64,
+    /// Retries per second always allowed, whatever the ratio.
+    pub budget_min_per_sec: f64,
+}
+
+/// Timeouts towards origins.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timeouts {
+    /// TCP connect.
+    #[serde(with = "humantime_serde")]
+    pub connect: Duration,
+    /// Each read from an origin, the response header included.
+    #[serde(with = "humantime_serde")]
+    pub read: Duration,
+    /// Idle pooled connections to origins are closed after this.
+    #[serde(with = "humantime_serde")]
+    pub idle: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: vec!["0.0.0.0:8080".parse().expect("literal")],
+            admin_listen: "127.0.0.1:8081".parse().expect("literal"),
+            served_by_header: "X-Served-By".into(),
+            served_by_name: Some(bytes::Bytes::from_static(b"X-Served-By")),
+            origins: Vec::new(),
+            discovery: Discovery::default(),
+            selection: Selection::default(),
+            health: Health::default(),
+            ejection: Ejection::default(),
+            retry: Retry::default(),
+            timeouts: Timeouts::default(),
+            dashboard: Dashboard::default(),
+        }
+    }
+}
+
+impl Default for Discovery {
+    fn default() -> Self {
+        Discovery {
+            interval: Duration::from_secs(5),
+            nameservers: Vec::new(),
+        }
+    }
+}
+
+impl Default for Selection {
+    fn default() -> Self {
+        Selection {
+            policy: Policy::Tier,
+            weights: Weights::default(),
+            tier_bounds: [25.0, 50.0, 75.0],
+            hysteresis: 5.0,
+            ceilings: Ceilings::default(),
+            ewma_decay: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Default for Weights {
+    fn default() -> Self {
+        Weights {
+            cpu: 0.30,
+            memory: 0.25,
+            requests: 0.20,
+            streams: 0.15,
+            response_time: 0.10,
+        }
+    }
+}
+
+impl Default for Ceilings {
+    fn default() -> Self {
+        Ceilings {
+            requests_per_sec: 500.0,
+            streams: 100.0,
+            response_time: Duration::from_millis(500),
+        }
+    }
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health {
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+            path: "/healthz".into(),
+            rise: 2,
+            fall: 2,
+        }
+    }
+}
+
+impl Default for Ejection {
+    fn default() -> Self {
+        Ejection {
+            consecutive_failures: 5,
+            base: Duration::from_secs(5),
+            max: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Retry {
+            attempts: 3,
+            budget_ratio: 0.2,
+            budget_min_per_sec: 10.0,
+        }
+    }
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(1),
+            read: Duration::from_secs(10),
+            idle: Duration::from_secs(60),
+        }
+    }
+}
+
+/// A `name:port` (or `ip:port`) as written in `origins[].address` and
+/// `origins[].dns`: split once here, for validation and discovery alike.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPort<'a> {
+    /// The name or IP literal (brackets of an IPv6 literal kept).
+    pub host: &'a str,
+    /// The port.
+    pub port: u16,
+}
+
+impl<'a> HostPort<'a> {
+    /// Splits `text` at its last `:`; `None` unless both sides are present
+    /// and the port is a number 0–65535.
+    pub fn parse(text: &'a str) -> Option<Self> {
+        let (host, port) = text.rsplit_once(':')?;
+        let port = port.parse().ok()?;
+        (!host.is_empty()).then_some(HostPort { host, port })
+    }
+
+    /// The host without IPv6 brackets, as a resolver wants it.
+    pub fn name(&self) -> &'a str {
+        self.host.trim_start_matches('[').trim_end_matches(']')
+    }
+}

@@ -1,0 +1,165 @@
+//! What the types of `cdn.yaml` cannot check: sums, orderings, clashes,
+//! well-formed names. Pure: no I/O, so it is as fast on reload as at start.
+
+use super::{Config, HostPort};
+use std::collections::HashSet;
+
+/// Checks what types cannot: sums, orderings, well-formed addresses, duplicates.
+/// An error is the dotted key and what is wrong with it, with the fix.
+pub(super) fn check(c: &Config) -> Result<(), (String, String)> {
+    let err = |k: &str, m: String| Err((k.to_string(), m));
+    if c.listen.is_empty() {
+        return err(
+            "listen",
+            "at least one listener is needed, e.g. `listen: [\"0.0.0.0:8080\"]`".into(),
+        );
+    }
+    let mut seen = HashSet::new();
+    let dashboard = c.dashboard.enabled.then_some(&c.dashboard.listen);
+    let all = c
+        .listen
+        .iter()
+        .chain(std::iter::once(&c.admin_listen))
+        .chain(dashboard);
+    for (i, l) in all.enumerate() {
+        if !seen.insert(*l) {
+            let key = match i.checked_sub(c.listen.len()) {
+                None => format!("listen[{i}]"),
+                Some(0) => "admin_listen".into(),
+                Some(_) => "dashboard.listen".into(),
+            };
+            return err(
+                &key,
+                format!("{l} is listed twice; every listener needs its own address"),
+            );
+        }
+    }
+    if c.origins.is_empty() {
+        return err(
+            "origins",
+            "no origins; add `- address: 127.0.0.1:9101` or `- dns: origin:8000`".into(),
+        );
+    }
+    for (i, o) in c.origins.iter().enumerate() {
+        let key = format!("origins[{i}]");
+        match (&o.address, &o.dns) {
+            (Some(a), None) => {
+                // Whether the name resolves is checked when the file is loaded.
+                if HostPort::parse(a).is_none() {
+                    return err(
+                        &format!("{key}.address"),
+                        format!("{a:?} must be host:port, e.g. 127.0.0.1:9101"),
+                    );
+                }
+            }
+            (None, Some(d)) => {
+                if HostPort::parse(d).is_none() {
+                    return err(
+                        &format!("{key}.dns"),
+                        format!("{d:?} must be name:port, e.g. origin:8000"),
+                    );
+                }
+            }
+            _ => return err(&key, "give exactly one of `address` or `dns`".into()),
+        }
+        if !(o.capacity.is_finite() && o.capacity > 0.0) {
+            return err(
+                &format!("{key}.capacity"),
+                format!("{} must be a number above 0", o.capacity),
+            );
+        }
+    }
+    let s = &c.selection;
+    let w = s.weights;
+    let parts = [w.cpu, w.memory, w.requests, w.streams, w.response_time];
+    if parts.iter().any(|x| !x.is_finite() || *x < 0.0) {
+        return err("selection.weights", "every weight must be 0 or more".into());
+    }
+    let sum: f64 = parts.iter().sum();
+    if (sum - 1.0).abs() > 1e-6 {
+        return err(
+            "selection.weights",
+            format!(
+                "weights sum to {sum:.4}; they must sum to 1.0 (adjust one by {:+.4})",
+                1.0 - sum
+            ),
+        );
+    }
+    let b = s.tier_bounds;
+    if !(0.0 < b[0] && b[0] < b[1] && b[1] < b[2] && b[2] < 100.0) {
+        return err(
+            "selection.tier_bounds",
+            format!("{b:?} must be strictly increasing between 0 and 100, e.g. [25, 50, 75]"),
+        );
+    }
+    let min_gap = (b[0]).min(b[1] - b[0]).min(b[2] - b[1]).min(100.0 - b[2]);
+    if !(0.0..min_gap / 2.0).contains(&s.hysteresis) {
+        return err(
+            "selection.hysteresis",
+            format!(
+                "{} must be at least 0 and below half the narrowest tier ({:.1})",
+                s.hysteresis,
+                min_gap / 2.0
+            ),
+        );
+    }
+    let ceil = s.ceilings;
+    if !(ceil.requests_per_sec > 0.0 && ceil.streams > 0.0 && !ceil.response_time.is_zero()) {
+        return err("selection.ceilings", "every ceiling must be above 0".into());
+    }
+    if s.ewma_decay.is_zero() {
+        return err("selection.ewma_decay", "must be above 0, e.g. 10s".into());
+    }
+    if c.health.rise == 0 || c.health.fall == 0 {
+        return err("health", "rise and fall must be at least 1".into());
+    }
+    if c.health.interval.is_zero() || c.health.timeout.is_zero() {
+        return err("health", "interval and timeout must be above 0".into());
+    }
+    if !c.health.path.starts_with('/') {
+        return err(
+            "health.path",
+            format!("{:?} must start with /", c.health.path),
+        );
+    }
+    if c.ejection.base > c.ejection.max {
+        return err("ejection.base", "must not exceed ejection.max".into());
+    }
+    if c.retry.attempts == 0 {
+        return err(
+            "retry.attempts",
+            "must be at least 1 (1 means no retries)".into(),
+        );
+    }
+    if !(0.0..=1.0).contains(&c.retry.budget_ratio) || c.retry.budget_min_per_sec < 0.0 {
+        return err(
+            "retry",
+            "budget_ratio must be 0–1 and budget_min_per_sec 0 or more".into(),
+        );
+    }
+    if c.timeouts.connect.is_zero() || c.timeouts.read.is_zero() {
+        return err("timeouts", "connect and read must be above 0".into());
+    }
+    let d = &c.dashboard;
+    if d.interval.is_zero() || d.history == 0 || d.max_clients == 0 {
+        return err(
+            "dashboard",
+            "interval, history and max_clients must be above 0".into(),
+        );
+    }
+    if c.discovery.interval.is_zero() {
+        return err("discovery.interval", "must be above 0, e.g. 5s".into());
+    }
+    http::HeaderName::try_from(c.served_by_header.as_str())
+        .map(|_| ())
+        .or_else(|_| {
+            if c.served_by_header.is_empty() {
+                Ok(())
+            } else {
+                err(
+                    "served_by_header",
+                    format!("{:?} is not a valid header name", c.served_by_header),
+                )
+            }
+        })
+}

@@ -1,0 +1,9 @@
+//! What the proxy reports: the Prometheus series (`prometheus.rs`) and the
+//! `/metrics` JSON snapshot built once a second (`snapshot.rs`). Both read
+//! the same live state; neither writes it.
+
+mod prometheus;
+mod snapshot;
+
+pub use self::prometheus::Metrics;
+pub use snapshot::{Snapshot, Snapshotter};

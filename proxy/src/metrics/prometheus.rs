@@ -1,0 +1,297 @@
+//! `/prometheus`: the proxy's series in the `prometheus` crate's default
+//! registry, next to Pingora's own and the process collector.
+//!
+//! Per-origin series are not kept in Prometheus objects on the request path:
+//! [`OriginCollector`] reads them from the origins' live state (and the
+//! tier policy's ratings) at scrape time, so the policy, `/metrics`, the
+//! dashboard and Prometheus see one source per figure, and an origin that
+//! discovery forgets leaves no series behind.
+
+use crate::origins::{Origin, Registry, State, TTFB_BUCKETS};
+use crate::select::Ratings;
+use cdn_types::status::STATUS_CLASSES;
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::{self, LabelPair, Metric, MetricFamily, MetricType};
+use prometheus::{
+    register_int_counter, register_int_counter_vec, Encoder, IntCounter, TextEncoder,
+};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+
+/// The whole-proxy counters written on the request path.
+pub struct Metrics {
+    /// `cdn_retries_total`.
+    pub retries: IntCounter,
+    /// `cdn_no_origin_total`: requests answered 503 because no origin was usable.
+    pub no_origin: IntCounter,
+    /// `cdn_config_reloads_total{result="applied"}`.
+    pub reloads_applied: IntCounter,
+    /// `cdn_config_reloads_total{result="refused"}`: invalid files, the old config kept.
+    pub reloads_refused: IntCounter,
+    /// Requests answered by the proxy (all of them, local endpoints included).
+    pub total_requests: AtomicU64,
+    /// Response body bytes received from origins and sent on.
+    pub total_bytes: AtomicU64,
+    /// Requests that reached no origin, by status class
+    /// (`cdn_requests_total{origin="none"}`).
+    unrouted: Arc<[AtomicU64; 5]>,
+}
+
+impl Metrics {
+    /// Registers the counters and the per-origin collector in the default registry.
+    pub fn new(registry: Arc<Registry>, ratings: Arc<Ratings>) -> prometheus::Result<Self> {
+        let unrouted = Arc::new(<[AtomicU64; 5]>::default());
+        let collector = OriginCollector::new(registry, ratings, unrouted.clone());
+        prometheus::register(Box::new(collector))?;
+        let reloads = register_int_counter_vec!(
+            "cdn_config_reloads_total",
+            "Configuration reloads (SIGHUP), applied or refused.",
+            &["result"]
+        )?;
+        Ok(Metrics {
+            reloads_applied: reloads.with_label_values(&["applied"]),
+            reloads_refused: reloads.with_label_values(&["refused"]),
+            retries: register_int_counter!(
+                "cdn_retries_total",
+                "Requests retried on another origin."
+            )?,
+            no_origin: register_int_counter!(
+                "cdn_no_origin_total",
+                "Requests answered 503 because no origin could take them."
+            )?,
+            total_requests: AtomicU64::new(0),
+            total_bytes: AtomicU64::new(0),
+            unrouted,
+        })
+    }
+
+    /// A request that reached no origin was answered `status`.
+    pub fn count_unrouted(&self, status: u16) {
+        self.unrouted[cdn_types::status::status_class_index(status)].fetch_add(1, Relaxed);
+    }
+
+    /// The Prometheus text of every registered series.
+    pub fn prometheus_text(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 * 1024);
+        let _ = TextEncoder::new().encode(&prometheus::gather(), &mut out);
+        out
+    }
+}
+
+/// The names, help texts, types and label names of the per-origin families.
+const FAMILIES: [(&str, &str, MetricType, &[&str]); 10] = [
+    (
+        "cdn_requests_total",
+        "Requests proxied, by origin and status class.",
+        MetricType::COUNTER,
+        &["code", "origin"],
+    ),
+    (
+        "cdn_ttfb_seconds",
+        "Time from sending a request to an origin to its response header.",
+        MetricType::HISTOGRAM,
+        &["origin"],
+    ),
+    (
+        "cdn_response_bytes_total",
+        "Response body bytes received from each origin and sent on.",
+        MetricType::COUNTER,
+        &["origin"],
+    ),
+    (
+        "cdn_ejections_total",
+        "Passive ejections after consecutive failures.",
+        MetricType::COUNTER,
+        &["origin"],
+    ),
+    (
+        "cdn_active_streams",
+        "Requests in flight to each origin.",
+        MetricType::GAUGE,
+        &["origin"],
+    ),
+    (
+        "cdn_origin_up",
+        "1 if the origin takes traffic, else 0.",
+        MetricType::GAUGE,
+        &["origin", "state"],
+    ),
+    (
+        "cdn_origin_score",
+        "Load score, 0-100.",
+        MetricType::GAUGE,
+        &["origin"],
+    ),
+    (
+        "cdn_origin_tier",
+        "Load tier, 0 (lightest) to 3.",
+        MetricType::GAUGE,
+        &["origin"],
+    ),
+    (
+        "cdn_origin_cpu_ratio",
+        "CPU utilization the origin reports.",
+        MetricType::GAUGE,
+        &["origin"],
+    ),
+    (
+        "cdn_origin_memory_ratio",
+        "Memory utilization the origin reports.",
+        MetricType::GAUGE,
+        &["origin"],
+    ),
+];
+
+/// Builds the per-origin families from live state at each scrape.
+pub struct OriginCollector {
+    registry: Arc<Registry>,
+    ratings: Arc<Ratings>,
+    unrouted: Arc<[AtomicU64; 5]>,
+    descs: Vec<Desc>,
+}
+
+impl OriginCollector {
+    /// A collector over `registry`'s origins, their `ratings`, and the
+    /// requests that reached none.
+    pub fn new(
+        registry: Arc<Registry>,
+        ratings: Arc<Ratings>,
+        unrouted: Arc<[AtomicU64; 5]>,
+    ) -> Self {
+        let descs = FAMILIES
+            .iter()
+            .filter_map(|(name, help, _, labels)| {
+                let labels = labels.iter().map(|l| l.to_string()).collect();
+                Desc::new(name.to_string(), help.to_string(), labels, HashMap::new()).ok()
+            })
+            .collect();
+        OriginCollector {
+            registry,
+            ratings,
+            unrouted,
+            descs,
+        }
+    }
+
+    /// The metrics of one family for one origin.
+    fn metrics_of(&self, family: &str, o: &Origin) -> Vec<Metric> {
+        let l = o.label.as_str();
+        let rating = || self.ratings.get(&o.addr);
+        match family {
+            "cdn_requests_total" => STATUS_CLASSES
+                .iter()
+                .zip(o.responses())
+                // Only classes that happened are exported.
+                .filter(|(_, n)| *n > 0)
+                .map(|(class, n)| counter(&[("code", class), ("origin", l)], n as f64))
+                .collect(),
+            "cdn_ttfb_seconds" => vec![histogram(l, o)],
+            "cdn_response_bytes_total" => vec![counter(&[("origin", l)], o.bytes() as f64)],
+            // Present at 0 before the first ejection, so rates and alerts have a series.
+            "cdn_ejections_total" => {
+                vec![counter(&[("origin", l)], o.health.ejections() as f64)]
+            }
+            "cdn_active_streams" => vec![gauge(&[("origin", l)], o.inflight() as f64)],
+            "cdn_origin_up" => {
+                let state = o.state();
+                let up = f64::from(u8::from(state == State::Up));
+                vec![gauge(&[("origin", l), ("state", state.name())], up)]
+            }
+            "cdn_origin_score" => {
+                vec![gauge(&[("origin", l)], rating().map_or(0.0, |r| r.score()))]
+            }
+            "cdn_origin_tier" => vec![gauge(
+                &[("origin", l)],
+                rating().map_or(0.0, |r| f64::from(r.tier())),
+            )],
+            "cdn_origin_cpu_ratio" => vec![gauge(&[("origin", l)], o.cpu())],
+            "cdn_origin_memory_ratio" => vec![gauge(&[("origin", l)], o.mem())],
+            _ => Vec::new(),
+        }
+    }
+}
+
+impl Collector for OriginCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let origins = self.registry.all();
+        FAMILIES
+            .iter()
+            .map(|(name, help, kind, _)| {
+                let mut f = MetricFamily::default();
+                f.set_name(name.to_string());
+                f.set_help(help.to_string());
+                f.set_field_type(*kind);
+                let mut metrics: Vec<Metric> = origins
+                    .iter()
+                    .flat_map(|o| self.metrics_of(name, o))
+                    .collect();
+                if *name == "cdn_requests_total" {
+                    for (class, n) in STATUS_CLASSES.iter().zip(self.unrouted.iter()) {
+                        let n = n.load(Relaxed);
+                        if n > 0 {
+                            metrics.push(counter(&[("code", class), ("origin", "none")], n as f64));
+                        }
+                    }
+                }
+                f.set_metric(metrics);
+                f
+            })
+            .collect()
+    }
+}
+
+fn labels(pairs: &[(&str, &str)]) -> Vec<LabelPair> {
+    pairs
+        .iter()
+        .map(|(k, v)| {
+            let mut p = LabelPair::default();
+            p.set_name(k.to_string());
+            p.set_value(v.to_string());
+            p
+        })
+        .collect()
+}
+
+fn counter(pairs: &[(&str, &str)], value: f64) -> Metric {
+    let mut c = proto::Counter::default();
+    c.set_value(value);
+    let mut m = Metric::from_label(labels(pairs));
+    m.set_counter(c);
+    m
+}
+
+fn gauge(pairs: &[(&str, &str)], value: f64) -> Metric {
+    let mut g = proto::Gauge::default();
+    g.set_value(value);
+    let mut m = Metric::from_label(labels(pairs));
+    m.set_gauge(g);
+    m
+}
+
+fn histogram(origin: &str, o: &Origin) -> Metric {
+    let counts = o.ttfb.bucket_counts();
+    let mut cumulative = 0;
+    let buckets = TTFB_BUCKETS
+        .iter()
+        .zip(counts)
+        .map(|(&bound, n)| {
+            cumulative += n;
+            let mut b = proto::Bucket::default();
+            b.set_upper_bound(bound);
+            b.set_cumulative_count(cumulative);
+            b
+        })
+        .collect();
+    let mut h = proto::Histogram::default();
+    h.set_bucket(buckets);
+    h.set_sample_count(counts.iter().sum());
+    h.set_sample_sum(o.ttfb.sum_seconds());
+    let mut m = Metric::from_label(labels(&[("origin", origin)]));
+    m.set_histogram(h);
+    m
+}
