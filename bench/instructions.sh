@@ -3,7 +3,8 @@
 # Counts with valgrind's callgrind, which counts instructions rather than time: the same
 # binary and load give the same figure whatever else the machine does, so a change of a
 # few percent in the request path shows up, where req/s on a shared 2-core machine moves
-# by a quarter. Each proxy runs with `threads: 1` in front of three cdn-origins; after
+# by a quarter. Each proxy runs with `threads: 1` (and conf/pingora.yaml's
+# timer threshold) in front of three cdn-origins; after
 # 400 warm-up requests the counters are zeroed, N keep-alive GETs of a 1 KiB file are
 # made over 4 connections, and the total is divided by N.
 # Env: N (default 2000); PROFILE_DIR=dir keeps each callgrind dump there for
@@ -29,7 +30,7 @@ admin_listen: 127.0.0.1:18883
 origins: [{address: 127.0.0.1:19201}, {address: 127.0.0.1:19202}, {address: 127.0.0.1:19203}]
 dashboard: {enabled: false}
 YAML
-printf -- '---\nversion: 1\nthreads: 1\npid_file: %s/pid\nupgrade_sock: %s/upgrade.sock\n' "$D" "$D" >"$D/pingora.yaml"
+printf -- '---\nversion: 1\nthreads: 1\npid_file: %s/pid\nupgrade_sock: %s/upgrade.sock\nfast_timeout_to_tokio_threshold_seconds: 5\n' "$D" "$D" >"$D/pingora.yaml"
 
 # N keep-alive GETs of /videos/1k.bin over 4 connections; fails on any other answer.
 load() {

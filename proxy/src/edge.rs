@@ -12,13 +12,12 @@ use crate::origins::Origin;
 use crate::respond::{respond, text};
 use crate::retry_budget::RetryBudget;
 use crate::routes::Route;
-use crate::select::{origin_of, Selector};
+use crate::select::Balancer;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::HeaderName;
 use pingora::http::ResponseHeader;
-use pingora::lb::LoadBalancer;
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{ErrorSource, ErrorType};
@@ -34,8 +33,8 @@ static LOAD_HEADER: HeaderName = HeaderName::from_static(cdn_types::LOAD_HEADER)
 
 /// The edge: everything a request needs.
 pub struct Edge {
-    /// Origin selection over the discovered backends.
-    pub lb: Arc<LoadBalancer<Selector>>,
+    /// Origin selection over the discovered origins.
+    pub balancer: Arc<Balancer>,
     /// The live config.
     pub config: Arc<ArcSwap<Config>>,
     /// Whole-proxy counters.
@@ -174,11 +173,8 @@ impl ProxyHttp for Edge {
             .wait(ctx.config.health.timeout + Duration::from_millis(500))
             .await;
         let key = session.req_header().uri.path().as_bytes();
-        let tried = &ctx.tried;
-        let picked = self.lb.select_with(key, 256, |b, _| {
-            b.as_inet().is_some_and(|a| !tried.contains(a))
-        });
-        let Some(origin) = picked.as_ref().and_then(origin_of).cloned() else {
+        let picked = self.balancer.pick(&ctx.config.selection, key, &ctx.tried);
+        let Some(origin) = picked else {
             ctx.no_origin = true;
             return Error::e_explain(ErrorType::HTTPStatus(503), "no origin available");
         };
@@ -223,13 +219,13 @@ impl ProxyHttp for Edge {
         ctx: &mut Ctx,
     ) -> Result<()> {
         let cfg = &ctx.config;
+        let report = resp.remove_header(&LOAD_HEADER);
         if let (Some(o), Some(sent)) = (&ctx.origin, ctx.sent_at) {
-            o.observe_ttfb(sent.elapsed(), cfg.selection.ewma_decay);
-            if let Some(report) = resp.headers.get(&LOAD_HEADER) {
+            o.observe_ttfb(sent, Instant::now(), cfg.selection.ewma_decay);
+            if let Some(report) = report {
                 o.set_load_text(report.as_bytes());
             }
         }
-        resp.remove_header(&LOAD_HEADER);
         let status = resp.status.as_u16();
         if (status == 502 || status == 503) && self.may_retry(session, ctx) {
             // Turned into a retry on another origin by error_while_proxy; nothing reached the client.

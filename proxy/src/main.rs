@@ -27,7 +27,7 @@ mod websocket;
 
 use arc_swap::ArcSwap;
 use clap::Parser;
-use pingora::lb::{Backends, LoadBalancer};
+use pingora::lb::Backends;
 use pingora::server::configuration::Opt;
 use pingora::server::Server;
 use pingora::services::background::background_service;
@@ -119,9 +119,9 @@ fn run(args: Args, config: config::Config) -> anyhow::Result<()> {
         config: config.clone(),
         ratings: ratings.clone(),
     };
-    let lb = Arc::new(LoadBalancer::<select::Selector>::from_backends_with_config(
+    let balancer = Arc::new(select::Balancer::new(
         Backends::new(Box::new(discovery)),
-        Some(shared),
+        shared,
     ));
     let metrics = Arc::new(metrics::Metrics::new(registry.clone(), ratings.clone())?);
     let snapshot = Arc::new(ArcSwap::from_pointee(metrics::Snapshot::default()));
@@ -130,7 +130,7 @@ fn run(args: Args, config: config::Config) -> anyhow::Result<()> {
     let hub = dashboard.enabled.then(|| sidecar::hub(&dashboard));
 
     let edge = edge::Edge {
-        lb: lb.clone(),
+        balancer: balancer.clone(),
         config: config.clone(),
         metrics: metrics.clone(),
         snapshot: snapshot.clone(),
@@ -151,7 +151,7 @@ fn run(args: Args, config: config::Config) -> anyhow::Result<()> {
     admin.add_tcp(&admin_listen.to_string());
 
     let monitor = monitor::Monitor {
-        lb,
+        balancer,
         registry: registry.clone(),
         config: config.clone(),
         rediscover: rediscover.clone(),

@@ -6,11 +6,10 @@
 
 use crate::config::Config;
 use crate::origins::{Origin, Registry};
-use crate::select::Selector;
+use crate::select::Balancer;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use cdn_types::{LoadReport, LOAD_HEADER};
-use pingora::lb::LoadBalancer;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use std::sync::Arc;
@@ -46,8 +45,8 @@ impl Warmup {
 
 /// Health checks and discovery refreshes.
 pub struct Monitor {
-    /// The load balancer whose backends discovery refreshes.
-    pub lb: Arc<LoadBalancer<Selector>>,
+    /// Discovery and the selector it rebuilds.
+    pub balancer: Arc<Balancer>,
     /// Every origin.
     pub registry: Arc<Registry>,
     /// The live config.
@@ -95,7 +94,7 @@ impl BackgroundService for Monitor {
         loop {
             let cfg = self.config.load_full();
             if last_discovery.is_none_or(|t| t.elapsed() >= cfg.discovery.interval) {
-                if let Err(e) = self.lb.update().await {
+                if let Err(e) = self.balancer.update().await {
                     tracing::warn!("discovery failed: {e}");
                 }
                 last_discovery = Some(Instant::now());

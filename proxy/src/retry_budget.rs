@@ -33,25 +33,26 @@ impl RetryBudget {
         }
     }
 
-    /// The budget for `cfg`, replacing the current one if the settings changed.
-    fn for_config(&self, cfg: &Retry) -> Arc<(Retry, TpsBudget)> {
-        let current = self.current.load_full();
+    /// Runs `f` on the budget for `cfg`, replacing the current one first if
+    /// the settings changed.
+    fn with<T>(&self, cfg: &Retry, f: impl FnOnce(&TpsBudget) -> T) -> T {
+        let current = self.current.load();
         if current.0 == *cfg {
-            return current;
+            return f(&current.1);
         }
         let fresh = Arc::new((cfg.clone(), budget(cfg)));
         self.current.store(fresh.clone());
-        fresh
+        f(&fresh.1)
     }
 
     /// A request arrived.
     pub fn deposit(&self, cfg: &Retry) {
-        self.for_config(cfg).1.deposit();
+        self.with(cfg, TpsBudget::deposit);
     }
 
     /// Takes one retry if the budget allows it.
     pub fn try_withdraw(&self, cfg: &Retry) -> bool {
-        self.for_config(cfg).1.withdraw()
+        self.with(cfg, TpsBudget::withdraw)
     }
 }
 

@@ -14,7 +14,7 @@ use http::HeaderValue;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// One origin's live state.
 pub struct Origin {
@@ -88,9 +88,11 @@ impl Origin {
         self.inflight.fetch_sub(1, Relaxed);
     }
 
-    /// Time to first byte of a response; `decay` is the EWMA time constant.
-    pub fn observe_ttfb(&self, ttfb: Duration, decay: Duration) {
-        self.ttfb.observe(ttfb, decay);
+    /// A response's header arrived at `now`, its request having been sent
+    /// at `sent`; `decay` is the EWMA time constant.
+    pub fn observe_ttfb(&self, sent: Instant, now: Instant, decay: Duration) {
+        let ttfb = now.saturating_duration_since(sent);
+        self.ttfb.observe(ttfb, crate::clock::ms_at(now), decay);
     }
 
     /// Body bytes received from this origin.

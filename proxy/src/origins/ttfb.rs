@@ -44,9 +44,9 @@ impl Default for Ttfb {
 }
 
 impl Ttfb {
-    /// Records one response's time to first byte; `decay` is the EWMA time constant.
-    pub fn observe(&self, ttfb: Duration, decay: Duration) {
-        let now = now_ms();
+    /// Records one response's time to first byte, seen at `now` (ms on
+    /// [`now_ms`]'s clock); `decay` is the EWMA time constant.
+    pub fn observe(&self, ttfb: Duration, now: u64, decay: Duration) {
         self.decay_ms
             .store(decay.as_millis().max(1) as u64, Relaxed);
         let sample = ttfb.as_secs_f64();
@@ -113,10 +113,10 @@ mod tests {
     fn samples_land_in_their_bucket_and_the_sum() {
         let t = Ttfb::default();
         let decay = Duration::from_secs(10);
-        t.observe(Duration::from_micros(100), decay);
-        t.observe(Duration::from_millis(4), decay);
-        t.observe(Duration::from_millis(5), decay);
-        t.observe(Duration::from_secs(60), decay);
+        t.observe(Duration::from_micros(100), now_ms(), decay);
+        t.observe(Duration::from_millis(4), now_ms(), decay);
+        t.observe(Duration::from_millis(5), now_ms(), decay);
+        t.observe(Duration::from_secs(60), now_ms(), decay);
         let b = t.bucket_counts();
         assert_eq!(b[0], 1, "0.1 ms ≤ 0.25 ms");
         assert_eq!(b[5], 2, "4 and 5 ms ≤ 5 ms (bounds are inclusive)");

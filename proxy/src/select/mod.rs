@@ -8,6 +8,7 @@
 //! the [`Rater`] (`rating.rs`, `rater.rs`); `select/` reads origins and
 //! writes nothing but ratings.
 
+mod balancer;
 mod consistent;
 mod least_conn;
 mod p2c_ewma;
@@ -17,6 +18,7 @@ mod rating;
 mod round_robin;
 mod tier;
 
+pub use balancer::Balancer;
 pub use consistent::Consistent;
 pub use least_conn::LeastConn;
 pub use p2c_ewma::P2cEwma;
@@ -31,6 +33,7 @@ use crate::origins::Origin;
 use arc_swap::{ArcSwap, Guard};
 use pingora::lb::selection::{BackendIter, BackendSelection};
 use pingora::lb::Backend;
+use smallvec::SmallVec;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
@@ -51,20 +54,46 @@ pub struct Pick<'a> {
 }
 
 impl Pick<'_> {
-    /// A usable origin that also passes `only`, drawn with probability
+    /// The usable origins that also pass `only`, with their capacities:
+    /// one scan, so each origin's state is read once per pick.
+    pub fn candidates(&self, only: impl Fn(usize) -> bool) -> Candidates {
+        Candidates(
+            (0..self.origins.len())
+                .filter(|&i| (self.usable)(i) && only(i))
+                .map(|i| (i, self.origins[i].capacity()))
+                .collect(),
+        )
+    }
+}
+
+/// Origins a policy may choose from, with their capacity weights (inline up
+/// to eight, so a pick does not allocate).
+pub struct Candidates(SmallVec<[(usize, f64); 8]>);
+
+impl Candidates {
+    /// Keeps the candidates passing `keep`.
+    pub fn retain(&mut self, keep: impl Fn(usize) -> bool) {
+        self.0.retain(|c| keep(c.0));
+    }
+
+    /// The indices of the candidates.
+    pub fn indices(&self) -> impl Iterator<Item = usize> + '_ {
+        self.0.iter().map(|c| c.0)
+    }
+
+    /// One candidate other than `except`, drawn with probability
     /// proportional to its capacity.
-    pub fn weighted_random(&mut self, only: impl Fn(usize) -> bool) -> Option<usize> {
-        let (origins, usable) = (self.origins, self.usable);
-        let candidates = || (0..origins.len()).filter(|&i| usable(i) && only(i));
-        let total: f64 = candidates().map(|i| origins[i].capacity()).sum();
+    pub fn draw(&self, rng: &mut fastrand::Rng, except: Option<usize>) -> Option<usize> {
+        let eligible = || self.0.iter().filter(|c| Some(c.0) != except);
+        let total: f64 = eligible().map(|c| c.1).sum();
         if total <= 0.0 {
             return None;
         }
-        let mut r = self.rng.f64() * total;
+        let mut r = rng.f64() * total;
         let mut last = None;
-        for i in candidates() {
+        for &(i, capacity) in eligible() {
             last = Some(i);
-            r -= origins[i].capacity();
+            r -= capacity;
             if r < 0.0 {
                 return Some(i);
             }
@@ -125,6 +154,31 @@ impl Selector {
         }
     }
 
+    /// Picks a usable origin by the policy `cfg` names; `key` is the
+    /// request path (for consistent hashing).
+    pub fn pick(
+        &self,
+        cfg: &Selection,
+        key: &[u8],
+        usable: &dyn Fn(usize) -> bool,
+        rng: &mut fastrand::Rng,
+    ) -> Option<usize> {
+        let policy = self.policy(cfg.policy);
+        policy.pick(&mut Pick {
+            origins: &self.origins,
+            ratings: &self.ratings,
+            cfg,
+            seed: policy.seed(key),
+            usable,
+            rng,
+        })
+    }
+
+    /// The origins of this generation.
+    pub fn origins(&self) -> &[Arc<Origin>] {
+        &self.origins
+    }
+
     fn policy(&self, name: PolicyName) -> &dyn Policy {
         match name {
             PolicyName::Tier => &self.tier,
@@ -155,13 +209,10 @@ impl BackendSelection for Selector {
     }
 
     fn iter(self: &Arc<Self>, key: &[u8]) -> Picks {
-        let config = self.config.load();
-        let policy = config.selection.policy;
         Picks {
-            seed: self.policy(policy).seed(key),
             selector: self.clone(),
-            config,
-            policy,
+            config: self.config.load(),
+            key: key.to_vec(),
             tried: 0,
             rng: fastrand::Rng::new(),
         }
@@ -173,15 +224,16 @@ pub fn origin_of(backend: &Backend) -> Option<&Arc<Origin>> {
     backend.ext.get::<Arc<Origin>>()
 }
 
-/// The picks for one request: the policy's choice first, then its choice
-/// among the rest, and so on. Indices past 128 are never marked as tried
-/// (Pingora's iterator de-duplicates them anyway).
+/// The picks for one request through Pingora's `LoadBalancer`: the
+/// policy's choice first, then its choice among the rest, and so on.
+/// Indices past 128 are never marked as tried (Pingora's iterator
+/// de-duplicates them anyway). The proxy itself picks through
+/// [`Balancer`], which needs none of this.
 pub struct Picks {
     selector: Arc<Selector>,
     /// The config of this request's picks, loaded once.
     config: Guard<Arc<Config>>,
-    policy: PolicyName,
-    seed: u64,
+    key: Vec<u8>,
     tried: u128,
     rng: fastrand::Rng,
 }
@@ -192,15 +244,7 @@ impl BackendIter for Picks {
         let tried = self.tried;
         let usable =
             |i: usize| (i >= 128 || tried & (1u128 << i) == 0) && sel.origins[i].eligible();
-        let mut pick = Pick {
-            origins: &sel.origins,
-            ratings: &sel.ratings,
-            cfg: &self.config.selection,
-            seed: self.seed,
-            usable: &usable,
-            rng: &mut self.rng,
-        };
-        let i = sel.policy(self.policy).pick(&mut pick)?;
+        let i = sel.pick(&self.config.selection, &self.key, &usable, &mut self.rng)?;
         if i < 128 {
             self.tried |= 1u128 << i;
         }

@@ -17,8 +17,9 @@ pub(crate) fn peak_cost(o: &Origin) -> f64 {
 
 impl Policy for P2cEwma {
     fn pick(&self, p: &mut Pick<'_>) -> Option<usize> {
-        let a = p.weighted_random(|_| true)?;
-        let b = p.weighted_random(|i| i != a);
+        let candidates = p.candidates(|_| true);
+        let a = candidates.draw(p.rng, None)?;
+        let b = candidates.draw(p.rng, Some(a));
         Some(match b {
             Some(b) if peak_cost(&p.origins[b]) < peak_cost(&p.origins[a]) => b,
             _ => a,

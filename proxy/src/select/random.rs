@@ -7,6 +7,6 @@ pub struct Random;
 
 impl Policy for Random {
     fn pick(&self, p: &mut Pick<'_>) -> Option<usize> {
-        p.weighted_random(|_| true)
+        p.candidates(|_| true).draw(p.rng, None)
     }
 }

@@ -21,6 +21,10 @@ pub struct Rating {
     tier: AtomicU8,
     /// Requests per second, smoothed over about [`RATE_WINDOW_S`].
     rate: AtomicF64,
+    /// The origin's time-to-first-byte EWMA (decayed), seconds. Its time
+    /// constant is seconds long, so a value at most one rating old is as
+    /// good as a fresh read, and a pick saves a clock read and an `exp`.
+    ttfb: AtomicF64,
     /// The origin's request count and the time (ms) at the last update.
     last: Mutex<Option<(u64, u64)>>,
 }
@@ -37,6 +41,10 @@ impl Rating {
     /// The request rate the score used, requests per second.
     pub fn requests_per_sec(&self) -> f64 {
         self.rate.get()
+    }
+    /// The time-to-first-byte EWMA the score used, seconds.
+    pub fn ttfb(&self) -> f64 {
+        self.ttfb.get()
     }
 
     /// Refreshes the rating from the origin's live figures at `now_ms`:
@@ -55,22 +63,25 @@ impl Rating {
         }
         *last = Some((requests, now_ms));
         drop(last);
-        let score = score(o, self.rate.get(), s);
+        let ttfb = o.ttfb.ewma();
+        self.ttfb.set(ttfb);
+        let score = score(o, self.rate.get(), ttfb, s);
         self.score.set(score);
         self.tier
             .store(tier_with_hysteresis(score, self.tier(), s), Relaxed);
     }
 }
 
-/// The 0–100 load score of the original system, on fresh inputs:
+/// The 0–100 load score of the original system, on fresh inputs (`rate`
+/// in requests per second, `ttfb` in seconds):
 /// `w.cpu·cpu + w.memory·mem + w.requests·rate + w.streams·in_flight + w.response_time·ttfb`,
 /// each input normalised to 0–1 by its ceiling (rate and streams ceilings scale with capacity).
-pub fn score(o: &Origin, rate: f64, s: &Selection) -> f64 {
+pub fn score(o: &Origin, rate: f64, ttfb: f64, s: &Selection) -> f64 {
     let (w, c) = (s.weights, s.ceilings);
     let cap = o.capacity().max(1e-9);
     let req = rate / (c.requests_per_sec * cap);
     let streams = o.inflight() as f64 / (c.streams * cap);
-    let resp = o.ttfb.ewma() / c.response_time.as_secs_f64();
+    let resp = ttfb / c.response_time.as_secs_f64();
     let clamp = |x: f64| x.clamp(0.0, 1.0);
     100.0
         * (w.cpu * clamp(o.cpu())
@@ -152,14 +163,14 @@ mod tests {
             ..Default::default()
         });
         // 100 * (0.30*0.5 + 0.25*1.0) = 40
-        assert!((score(&o, 0.0, &s) - 40.0).abs() < 1e-9);
+        assert!((score(&o, 0.0, 0.0, &s) - 40.0).abs() < 1e-9);
         for _ in 0..50 {
             o.start_request();
         }
         // + 100 * 0.15 * 50/100 = 7.5
-        assert!((score(&o, 0.0, &s) - 47.5).abs() < 1e-9);
+        assert!((score(&o, 0.0, 0.0, &s) - 47.5).abs() < 1e-9);
         // + 100 * 0.20 * 250/500 = 10
-        assert!((score(&o, 250.0, &s) - 57.5).abs() < 1e-9);
+        assert!((score(&o, 250.0, 0.0, &s) - 57.5).abs() < 1e-9);
     }
 
     #[test]

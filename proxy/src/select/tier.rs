@@ -15,7 +15,7 @@
 //! tier both are always compared, and a strict comparison of two idle
 //! origins' sub-millisecond latencies would be argmin on noise, starving one.
 
-use super::{Pick, Policy};
+use super::{Pick, Policy, Rating};
 use crate::config::Selection;
 use crate::origins::Origin;
 
@@ -25,24 +25,28 @@ pub struct Tier;
 /// Costs closer than this ratio are a tie.
 pub const TIE: f64 = 0.05;
 
-/// The live cost compared inside a tier.
-pub(crate) fn live_cost(o: &Origin, cfg: &Selection) -> f64 {
-    let latency = 1.0 + o.ttfb.ewma() / cfg.ceilings.response_time.as_secs_f64();
+/// The live cost compared inside a tier: in-flight count now, latency as
+/// of the last rating (an EWMA over seconds: a tenth of a second old is fresh).
+pub(crate) fn live_cost(o: &Origin, r: &Rating, cfg: &Selection) -> f64 {
+    let latency = 1.0 + r.ttfb() / cfg.ceilings.response_time.as_secs_f64();
     (o.inflight() as f64 + 1.0) / o.capacity().max(1e-9) * latency
 }
 
 impl Policy for Tier {
     fn pick(&self, p: &mut Pick<'_>) -> Option<usize> {
         let (origins, ratings, cfg) = (p.origins, p.ratings, p.cfg);
-        let best = (0..origins.len())
-            .filter(|&i| (p.usable)(i))
-            .map(|i| ratings[i].tier())
-            .min()?;
-        let in_tier = |i: usize| ratings[i].tier() == best;
-        let a = p.weighted_random(in_tier)?;
-        let b = p.weighted_random(|i| i != a && in_tier(i));
+        let mut candidates = p.candidates(|_| true);
+        let best = candidates.indices().map(|i| ratings[i].tier()).min()?;
+        candidates.retain(|i| ratings[i].tier() == best);
+        let a = candidates.draw(p.rng, None)?;
+        let b = candidates.draw(p.rng, Some(a));
         Some(match b {
-            Some(b) if live_cost(&origins[b], cfg) < live_cost(&origins[a], cfg) * (1.0 - TIE) => b,
+            Some(b)
+                if live_cost(&origins[b], &ratings[b], cfg)
+                    < live_cost(&origins[a], &ratings[a], cfg) * (1.0 - TIE) =>
+            {
+                b
+            }
             _ => a,
         })
     }
