@@ -57,9 +57,11 @@ async fn next(
 }
 
 async fn wait_history(hub: &Hub, n: usize) {
-    while hub.history_len() < n {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let what = format!("{n} snapshots of history");
+    testkit::wait_until(&what, Duration::from_secs(10), || async {
+        (hub.history_len() >= n).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -122,14 +124,12 @@ async fn a_stalled_client_does_not_delay_the_others_and_is_closed() {
         last = n;
     }
     // The stalled client was closed by the server: only the reader is left.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while hub.clients() > 1 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "stalled client still connected"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    testkit::wait_until(
+        "the stalled client to be closed",
+        Duration::from_secs(10),
+        || async { (hub.clients() <= 1).then_some(()) },
+    )
+    .await;
     drop(stalled);
 }
 
@@ -145,9 +145,10 @@ async fn the_client_cap_holds() {
     .await;
     let (_a, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
     let (_b, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
-    while hub.clients() < 2 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    testkit::wait_until("two clients", Duration::from_secs(10), || async {
+        (hub.clients() >= 2).then_some(())
+    })
+    .await;
     match tokio_tungstenite::connect_async(&url).await {
         Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 503),
         other => panic!("a third client must be refused, got {other:?}"),
@@ -275,9 +276,10 @@ async fn ticks_without_a_snapshot_are_skipped() {
     let url = format!("ws://{}/ws", listener.local_addr().unwrap());
     tokio::spawn(hub.clone().serve(listener));
     tokio::spawn(hub.clone().run_ticker(source));
-    while calls.load(Ordering::Relaxed) < 8 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    testkit::wait_until("eight ticks", Duration::from_secs(10), || async {
+        (calls.load(Ordering::Relaxed) >= 8).then_some(())
+    })
+    .await;
     assert!(hub.history_len() <= (calls.load(Ordering::Relaxed) - 5) as usize);
     let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
     assert_eq!(

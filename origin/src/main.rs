@@ -5,12 +5,15 @@
 mod body;
 mod cgroup;
 mod cli;
+mod fault_admin;
 mod faults;
 mod files;
 mod load;
+mod media;
 mod metrics;
 mod range;
-mod serve;
+mod reply;
+mod routes;
 
 use anyhow::{bail, Context};
 use clap::Parser;
@@ -50,12 +53,7 @@ fn main() -> std::process::ExitCode {
 }
 
 fn start(args: cli::Args) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    cdn_types::logging::init();
     // Each stream holds a socket and a file: raise the soft limit to the hard one.
     if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
         tracing::warn!("could not raise the open-file limit: {e}");
@@ -93,7 +91,7 @@ async fn run(args: cli::Args) -> anyhow::Result<()> {
     sampler.prime(&metrics);
     tokio::spawn(sampler.run(metrics.clone()));
 
-    let app = Arc::new(serve::App {
+    let app = Arc::new(routes::App {
         media,
         default_file: args.default_file.clone(),
         name: name_header,
@@ -151,7 +149,7 @@ async fn run(args: cli::Args) -> anyhow::Result<()> {
 
 async fn serve_connection(
     accepted: std::io::Result<(tokio::net::TcpStream, std::net::SocketAddr)>,
-    app: &Arc<serve::App>,
+    app: &Arc<routes::App>,
     http: &http1::Builder,
     graceful: &GracefulShutdown,
 ) {
@@ -168,7 +166,7 @@ async fn serve_connection(
     let app = app.clone();
     let conn = http.serve_connection(
         TokioIo::new(stream),
-        service_fn(move |req| serve::handle(app.clone(), peer, req)),
+        service_fn(move |req| routes::handle(app.clone(), peer, req)),
     );
     let conn = graceful.watch(conn);
     tokio::spawn(async move {

@@ -2,14 +2,12 @@
 //! truth for request counts, streams and utilization: the load report and
 //! `/load` read them back rather than keeping figures of their own.
 
+use cdn_types::status::{status_class_index, STATUS_CLASSES};
 use cdn_types::{LoadReport, Source};
 use prometheus::{
     Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
     TextEncoder,
 };
-
-/// Status classes, in the order of [`Metrics::requests`].
-const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
 /// Every series the origin exports.
 pub struct Metrics {
@@ -20,6 +18,9 @@ pub struct Metrics {
     pub response_bytes: IntCounter,
     /// `origin_active_streams`: file bodies being streamed now.
     pub active_streams: IntGauge,
+    /// `origin_queued_requests`: requests waiting for a slot of the
+    /// concurrency-limit fault.
+    pub queued: IntGauge,
     /// `origin_request_duration_seconds`: from request to the end of the body.
     pub duration: Histogram,
     /// `origin_cpu_utilization_ratio{source}`.
@@ -44,12 +45,16 @@ impl Metrics {
             &["class"],
         )?;
         registry.register(Box::new(requests_vec.clone()))?;
-        let requests = CLASSES.map(|c| requests_vec.with_label_values(&[c]));
+        let requests = STATUS_CLASSES.map(|c| requests_vec.with_label_values(&[c]));
 
         let response_bytes =
             IntCounter::new("origin_response_bytes_total", "Response body bytes sent.")?;
         let active_streams =
             IntGauge::new("origin_active_streams", "File bodies being streamed now.")?;
+        let queued = IntGauge::new(
+            "origin_queued_requests",
+            "Requests waiting for a slot of the concurrency-limit fault.",
+        )?;
         let duration = Histogram::with_opts(
             HistogramOpts::new(
                 "origin_request_duration_seconds",
@@ -90,6 +95,7 @@ impl Metrics {
         for c in [
             Box::new(response_bytes.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(active_streams.clone()),
+            Box::new(queued.clone()),
             Box::new(duration.clone()),
             Box::new(cpu_utilization.clone()),
             Box::new(mem_utilization.clone()),
@@ -107,6 +113,7 @@ impl Metrics {
             requests,
             response_bytes,
             active_streams,
+            queued,
             duration,
             cpu_utilization,
             mem_utilization,
@@ -118,8 +125,7 @@ impl Metrics {
 
     /// Counts one answered request by its status code.
     pub fn count_request(&self, status: u16) {
-        let class = usize::from(status / 100).clamp(1, 5) - 1;
-        self.requests[class].inc();
+        self.requests[status_class_index(status)].inc();
     }
 
     /// Requests answered so far, all classes.

@@ -128,12 +128,27 @@ async fn concurrency_limit_queues_requests() {
                 .status()
         }
     });
-    // While the first stream is open the second has no answer.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(
-        !second.is_finished(),
-        "the second request must queue behind the first"
-    );
+    // While the first stream is open the second waits for its slot: the
+    // origin reports it queued (without the limit it would never queue).
+    testkit::wait_until(
+        "the second request to queue",
+        Duration::from_secs(10),
+        || async {
+            let text = http
+                .get(format!("{}/metrics", o.url()))
+                .send()
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            text.lines()
+                .any(|l| l == "origin_queued_requests 1")
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(!second.is_finished(), "a queued request has no answer yet");
     let mut n = 0;
     while let Some(c) = first.chunk().await.unwrap() {
         n += c.len();

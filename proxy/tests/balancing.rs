@@ -9,7 +9,7 @@ async fn a_slow_origin_gets_clearly_less_traffic() {
     let media = MediaFixture::new().unwrap();
     let origins = start_origins(&media, 3);
     let addrs: Vec<_> = origins.iter().map(|o| o.addr).collect();
-    let edge = start_proxy(&default_sections(&addrs), 3);
+    let edge = start_proxy(&default_sections(&addrs), 3).await;
     let http = client();
     set_faults(&http, &origins[0], r#"{"latency_ms": 100}"#).await;
     let (served, failed) = spread(&edge, "/videos/clip.mp4", 600, 24).await;
@@ -32,7 +32,7 @@ async fn every_origin_takes_a_share_at_idle() {
     let media = MediaFixture::new().unwrap();
     let origins = start_origins(&media, 3);
     let addrs: Vec<_> = origins.iter().map(|o| o.addr).collect();
-    let edge = start_proxy(&default_sections(&addrs), 3);
+    let edge = start_proxy(&default_sections(&addrs), 3).await;
     // One request at a time: no in-flight signal, so this is where argmin on noise would starve an origin.
     let (served, failed) = spread(&edge, "/videos/clip.mp4", 300, 1).await;
     assert_eq!(failed, 0);
@@ -47,7 +47,7 @@ async fn admin_drain_undrain_and_capacity() {
     let media = MediaFixture::new().unwrap();
     let origins = start_origins(&media, 2);
     let addrs: Vec<_> = origins.iter().map(|o| o.addr).collect();
-    let edge = start_proxy(&default_sections(&addrs), 2);
+    let edge = start_proxy(&default_sections(&addrs), 2).await;
     let http = client();
     let admin = format!("http://{}", edge.admin);
     let list: serde_json::Value = http
@@ -67,12 +67,17 @@ async fn admin_drain_undrain_and_capacity() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(
-        origin_state(&edge, addrs[0]).as_deref().map(|_| ()),
+        origin_state(&edge, addrs[0]).await.as_deref().map(|_| ()),
         Some(())
     );
-    testkit::wait_for("drained state", std::time::Duration::from_secs(5), || {
-        (origin_state(&edge, addrs[0]).as_deref() == Some("draining")).then_some(())
-    });
+    testkit::wait_until(
+        "drained state",
+        std::time::Duration::from_secs(5),
+        || async {
+            (origin_state(&edge, addrs[0]).await.as_deref() == Some("draining")).then_some(())
+        },
+    )
+    .await;
     let (served, failed) = spread(&edge, "/", 100, 10).await;
     assert_eq!(failed, 0);
     assert_eq!(
@@ -127,7 +132,7 @@ async fn every_policy_is_selectable_in_the_config_and_serves() {
     ] {
         let mut sections = default_sections(&addrs);
         sections.insert("selection", format!("{{policy: {policy}}}"));
-        let edge = start_proxy(&sections, 3);
+        let edge = start_proxy(&sections, 3).await;
         let (served, failed) = spread(&edge, "/videos/clip.mp4", 60, 3).await;
         assert_eq!(failed, 0, "{policy}");
         if policy == "consistent" {

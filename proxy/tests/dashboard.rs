@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio_tungstenite::tungstenite::{self, Message};
 
 /// One origin and a proxy with the dashboard on, at most `max_clients` WebSocket clients.
-fn start(max_clients: usize) -> (MediaFixture, Vec<Server>, Edge) {
+async fn start(max_clients: usize) -> (MediaFixture, Vec<Server>, Edge) {
     let media = MediaFixture::new().unwrap();
     let origins = start_origins(&media, 1);
     let mut sections = default_sections(&[origins[0].addr]);
@@ -18,10 +18,10 @@ fn start(max_clients: usize) -> (MediaFixture, Vec<Server>, Edge) {
         "dashboard",
         format!(
             "{{listen: 127.0.0.1:{}, interval: 100ms, max_clients: {max_clients}, web_root: {web_root}}}",
-            testkit::free_port()
+            testkit::reserve_port()
         ),
     );
-    let edge = start_proxy(&sections, 1);
+    let edge = start_proxy(&sections, 1).await;
     (media, origins, edge)
 }
 
@@ -45,7 +45,7 @@ async fn next(ws: &mut Ws) -> Option<Result<Message, tungstenite::Error>> {
 /// connections got the `101` and then EOF. Every one must get a snapshot.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_fresh_websocket_gets_a_snapshot() {
-    let (_media, _origins, edge) = start(8);
+    let (_media, _origins, edge) = start(8).await;
     // Four clients connecting in turn, 2,000 connections in all: a busy
     // proxy makes the lost ordering likelier (the old path failed most runs).
     let clients = (0..4).map(|c| {
@@ -75,7 +75,7 @@ async fn every_fresh_websocket_gets_a_snapshot() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frames_keep_coming_and_a_client_that_sends_data_is_closed() {
-    let (_media, _origins, edge) = start(8);
+    let (_media, _origins, edge) = start(8).await;
     let (mut ws, _) = tokio_tungstenite::connect_async(ws_url(&edge))
         .await
         .unwrap();
@@ -99,7 +99,7 @@ async fn frames_keep_coming_and_a_client_that_sends_data_is_closed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_and_freed_client_slots() {
-    let (_media, _origins, edge) = start(2);
+    let (_media, _origins, edge) = start(2).await;
     let http = client();
     let plain = http.get(format!("{}/ws", edge.url())).send().await.unwrap();
     assert_eq!(plain.status(), 400);

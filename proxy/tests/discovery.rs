@@ -73,7 +73,7 @@ impl TestDns {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn origins_come_and_go_with_their_dns_records() {
     let media = MediaFixture::new().unwrap();
-    let port = testkit::free_port();
+    let port = testkit::reserve_port();
     let ip2: Ipv4Addr = "127.0.0.2".parse().unwrap();
     let ip3: Ipv4Addr = "127.0.0.3".parse().unwrap();
     let _o2 = start_origin_at(&media, &format!("{ip2}:{port}"), &[]);
@@ -87,7 +87,7 @@ async fn origins_come_and_go_with_their_dns_records() {
         "discovery",
         format!("{{interval: 300ms, nameservers: [\"{}\"]}}", dns.addr),
     );
-    let edge = start_proxy(&sections, 1);
+    let edge = start_proxy(&sections, 1).await;
     let a2 = format!("{ip2}:{port}");
     let a3 = format!("{ip3}:{port}");
     let (served, failed) = spread(&edge, "/", 40, 4).await;
@@ -95,7 +95,7 @@ async fn origins_come_and_go_with_their_dns_records() {
 
     // A new record: the origin takes traffic once it passes a health check.
     dns.set(&[ip2, ip3]);
-    wait_origins_up(&edge, 2);
+    wait_origins_up(&edge, 2).await;
     let (served, failed) = spread(&edge, "/", 200, 8).await;
     assert_eq!(failed, 0);
     assert!(
@@ -105,11 +105,11 @@ async fn origins_come_and_go_with_their_dns_records() {
 
     // A vanished record: that origin drains and gets no new requests.
     dns.set(&[ip3]);
-    testkit::wait_for(
+    testkit::wait_until(
         "the vanished origin to drain",
         Duration::from_secs(10),
-        || {
-            let m = metrics(&edge);
+        || async {
+            let m = metrics(&edge).await;
             let o = m["origins"]
                 .as_array()?
                 .iter()
@@ -118,11 +118,12 @@ async fn origins_come_and_go_with_their_dns_records() {
             // Draining while it may have requests in flight, then forgotten.
             (o.is_none() || o.is_some_and(|o| o["state"] == "draining")).then_some(())
         },
-    );
+    )
+    .await;
     let (served, failed) = spread(&edge, "/", 100, 8).await;
     assert_eq!((failed, served.get(&a2)), (0, None), "{served:?}");
     assert_eq!(served.get(&a3), Some(&100));
-    let m = metrics(&edge);
+    let m = metrics(&edge).await;
     let source = m["origins"]
         .as_array()
         .unwrap()

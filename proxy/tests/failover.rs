@@ -10,7 +10,7 @@ async fn killing_an_origin_under_steady_load_fails_no_request() {
     let media = MediaFixture::new().unwrap();
     let mut origins = start_origins(&media, 3);
     let addrs: Vec<_> = origins.iter().map(|o| o.addr).collect();
-    let edge = start_proxy(&default_sections(&addrs), 3);
+    let edge = start_proxy(&default_sections(&addrs), 3).await;
     let load = tokio::spawn({
         let url = format!("{}/videos/sub/nested.mp4", edge.url());
         async move {
@@ -35,14 +35,19 @@ async fn killing_an_origin_under_steady_load_fails_no_request() {
         }
     });
     // Let traffic flow, then kill one origin outright.
-    testkit::wait_for("traffic on every origin", Duration::from_secs(10), || {
-        let m = metrics(&edge);
-        m["origins"]
-            .as_array()?
-            .iter()
-            .all(|o| o["requests_total"].as_u64() > Some(0))
-            .then_some(())
-    });
+    testkit::wait_until(
+        "traffic on every origin",
+        Duration::from_secs(10),
+        || async {
+            let m = metrics(&edge).await;
+            m["origins"]
+                .as_array()?
+                .iter()
+                .all(|o| o["requests_total"].as_u64() > Some(0))
+                .then_some(())
+        },
+    )
+    .await;
     drop(origins.remove(1));
     let (ok, failed) = load.await.unwrap();
     assert!(ok > 100, "only {ok} requests completed");
@@ -52,17 +57,18 @@ async fn killing_an_origin_under_steady_load_fails_no_request() {
         failed.len(),
         &failed[..failed.len().min(5)]
     );
-    testkit::wait_for(
+    testkit::wait_until(
         "the killed origin shows down",
         Duration::from_secs(5),
-        || {
+        || async {
             matches!(
-                origin_state(&edge, addrs[1]).as_deref(),
+                origin_state(&edge, addrs[1]).await.as_deref(),
                 Some("down" | "ejected")
             )
             .then_some(())
         },
-    );
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -77,7 +83,7 @@ async fn a_hung_origin_is_left_within_the_timeout() {
         "health",
         "{interval: 30s, timeout: 500ms, rise: 1, fall: 1}".into(),
     );
-    let edge = start_proxy(&sections, 2);
+    let edge = start_proxy(&sections, 2).await;
     let http = client();
     set_faults(&http, &origins[0], r#"{"hang": true}"#).await;
     for _ in 0..6 {
@@ -104,20 +110,27 @@ async fn all_down_is_a_prompt_503_then_recovery() {
     let media = MediaFixture::new().unwrap();
     let origin = start_origin_at(&media, "127.0.0.1:0", &[]);
     let addr = origin.addr;
-    let edge = start_proxy(&default_sections(&[addr]), 1);
+    let edge = start_proxy(&default_sections(&[addr]), 1).await;
     drop(origin);
-    let r = testkit::wait_for("a 503", Duration::from_secs(10), || {
-        let r = testkit::raw_get(edge.server.addr, "/").ok()?;
+    let r = testkit::wait_until("a 503", Duration::from_secs(10), || async {
+        let r = testkit::raw_get_async(edge.server.addr, "/").await.ok()?;
         (r.status == 503).then_some(r)
-    });
+    })
+    .await;
     assert_eq!(r.header("retry-after"), Some("1"));
     assert!(String::from_utf8_lossy(&r.body).contains("no origin"));
     // Back on the same port: traffic returns once a health check passes.
     // (Polled on real requests: /metrics is a snapshot up to a second old.)
     let _again = start_origin_at(&media, &addr.to_string(), &[]);
-    testkit::wait_for("recovery", Duration::from_secs(10), || {
-        (testkit::raw_get(edge.server.addr, "/").ok()?.status == 200).then_some(())
-    });
+    testkit::wait_until("recovery", Duration::from_secs(10), || async {
+        (testkit::raw_get_async(edge.server.addr, "/")
+            .await
+            .ok()?
+            .status
+            == 200)
+            .then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -130,7 +143,7 @@ async fn consecutive_5xx_eject_an_origin() {
         "ejection",
         "{consecutive_failures: 3, base: 30s, max: 60s}".into(),
     );
-    let edge = start_proxy(&sections, 2);
+    let edge = start_proxy(&sections, 2).await;
     let http = client();
     // 500 is not retried (only 502/503 are), so clients see these failures: the point is the ejection.
     set_faults(
@@ -139,10 +152,11 @@ async fn consecutive_5xx_eject_an_origin() {
         r#"{"error_rate": 1.0, "error_status": 500}"#,
     )
     .await;
-    testkit::wait_for("ejection", Duration::from_secs(20), || {
-        let _ = testkit::raw_get(edge.server.addr, "/videos/sub/nested.mp4");
-        (origin_state(&edge, addrs[0]).as_deref() == Some("ejected")).then_some(())
-    });
+    testkit::wait_until("ejection", Duration::from_secs(20), || async {
+        let _ = testkit::raw_get_async(edge.server.addr, "/videos/sub/nested.mp4").await;
+        (origin_state(&edge, addrs[0]).await.as_deref() == Some("ejected")).then_some(())
+    })
+    .await;
     let (served, failed) = spread(&edge, "/", 50, 5).await;
     assert_eq!(failed, 0);
     assert_eq!(served.get(&addrs[0].to_string()), None, "{served:?}");
@@ -163,7 +177,7 @@ async fn an_origin_answering_503_is_retried_elsewhere() {
         "ejection",
         "{consecutive_failures: 0, base: 1s, max: 1s}".into(),
     );
-    let edge = start_proxy(&sections, 2);
+    let edge = start_proxy(&sections, 2).await;
     let http = client();
     set_faults(
         &http,

@@ -5,19 +5,20 @@ mod common;
 use common::*;
 use std::time::Duration;
 
-fn healthcheck(edge: &Edge) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_cdn-proxy"))
+async fn healthcheck(edge: &Edge) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_cdn-proxy"))
         .args(["--cdn-conf", edge.cdn_yaml.to_str().unwrap(), "healthcheck"])
         .output()
+        .await
         .expect("cdn-proxy healthcheck runs")
 }
 
-#[test]
-fn healthcheck_subcommand_probes_the_configured_listener() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthcheck_subcommand_probes_the_configured_listener() {
     let media = MediaFixture::new().unwrap();
     let origins = start_origins(&media, 1);
-    let mut edge = start_proxy(&default_sections(&[origins[0].addr]), 1);
-    let up = healthcheck(&edge);
+    let mut edge = start_proxy(&default_sections(&[origins[0].addr]), 1).await;
+    let up = healthcheck(&edge).await;
     assert!(up.status.success(), "{up:?}");
     let said = String::from_utf8_lossy(&up.stdout).to_string();
     assert!(
@@ -26,7 +27,7 @@ fn healthcheck_subcommand_probes_the_configured_listener() {
     );
 
     edge.server.signal("KILL").unwrap();
-    edge.server.wait_exit(Duration::from_secs(10)).unwrap();
-    let down = healthcheck(&edge);
+    edge.server.exited(Duration::from_secs(10)).await.unwrap();
+    let down = healthcheck(&edge).await;
     assert_eq!(down.status.code(), Some(1), "{down:?}");
 }

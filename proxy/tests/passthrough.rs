@@ -9,7 +9,7 @@ async fn ranges_heads_and_conditionals_pass_through_byte_exact() {
     let media = MediaFixture::new().unwrap();
     let origins = start_origins(&media, 2);
     let addrs: Vec<_> = origins.iter().map(|o| o.addr).collect();
-    let edge = start_proxy(&default_sections(&addrs), 2);
+    let edge = start_proxy(&default_sections(&addrs), 2).await;
     let http = client();
     let url = format!("{}/videos/clip.mp4", edge.url());
     let size = media.clip.len();
@@ -99,7 +99,7 @@ async fn ranges_heads_and_conditionals_pass_through_byte_exact() {
 async fn local_endpoints() {
     let media = MediaFixture::new().unwrap();
     let origins = start_origins(&media, 1);
-    let edge = start_proxy(&default_sections(&[origins[0].addr]), 1);
+    let edge = start_proxy(&default_sections(&[origins[0].addr]), 1).await;
     let http = client();
     let get = |p: &str| http.get(format!("{}{p}", edge.url())).send();
     assert_eq!(get("/healthz").await.unwrap().text().await.unwrap(), "ok\n");

@@ -8,7 +8,7 @@ async fn prometheus_text_parses_and_has_the_promised_series() {
     let media = MediaFixture::new().unwrap();
     let origins = start_origins(&media, 2);
     let addrs: Vec<_> = origins.iter().map(|o| o.addr).collect();
-    let edge = start_proxy(&default_sections(&addrs), 2);
+    let edge = start_proxy(&default_sections(&addrs), 2).await;
     let (_, failed) = spread(&edge, "/", 20, 2).await;
     assert_eq!(failed, 0);
     let text = prometheus_text(&edge).await;
@@ -65,7 +65,7 @@ async fn a_request_whose_client_hangs_up_mid_body_is_still_counted() {
         .set_len(1 << 30)
         .unwrap();
     let origins = start_origins(&media, 1);
-    let edge = start_proxy(&default_sections(&[origins[0].addr]), 1);
+    let edge = start_proxy(&default_sections(&[origins[0].addr]), 1).await;
     let mut s = std::net::TcpStream::connect(edge.server.addr).unwrap();
     s.write_all(b"GET /videos/big.bin HTTP/1.1\r\nHost: t\r\n\r\n")
         .unwrap();
@@ -77,14 +77,17 @@ async fn a_request_whose_client_hangs_up_mid_body_is_still_counted() {
         "cdn_requests_total{{code=\"2xx\",origin=\"{}\"}} 1",
         origins[0].addr
     );
-    testkit::wait_for(
+    testkit::wait_until(
         "the request to be counted",
         std::time::Duration::from_secs(10),
-        || {
-            let r = testkit::raw_get(edge.server.addr, "/prometheus").unwrap();
+        || async {
+            let r = testkit::raw_get_async(edge.server.addr, "/prometheus")
+                .await
+                .unwrap();
             String::from_utf8_lossy(&r.body)
                 .contains(&counted)
                 .then_some(())
         },
-    );
+    )
+    .await;
 }

@@ -10,7 +10,7 @@ async fn sighup_applies_a_new_config_under_load_without_errors() {
     let origins = start_origins(&media, 3);
     let addrs: Vec<_> = origins.iter().map(|o| o.addr).collect();
     let sections = default_sections(&addrs[..2]);
-    let edge = start_proxy(&sections, 2);
+    let edge = start_proxy(&sections, 2).await;
     let (public, admin) = (edge.server.addr.port(), edge.admin.port());
 
     // Steady load through the whole reload.
@@ -46,11 +46,29 @@ async fn sighup_applies_a_new_config_under_load_without_errors() {
     );
     std::fs::write(&edge.cdn_yaml, render(public, admin, &next)).unwrap();
     edge.server.signal("HUP").unwrap();
-    wait_origins_up(&edge, 3);
+    let applied = reloads(&edge, "applied", 1).await;
+    assert_eq!(applied["config_reloads_refused"], 0);
+    wait_origins_up(&edge, 3).await;
 
-    // An invalid file is refused and the running config stays.
-    std::fs::write(&edge.cdn_yaml, "selection:\n  weights: {cpu: 2}\n").unwrap();
+    // A file that would drop an origin, but whose weights sum to 1.2: it is
+    // refused, and the running config (three origins) stays.
+    let mut invalid = default_sections(&addrs[..2]);
+    invalid.insert(
+        "selection",
+        "{weights: {cpu: 0.5, memory: 0.3, requests: 0.2, streams: 0.1, response_time: 0.1}}"
+            .into(),
+    );
+    std::fs::write(&edge.cdn_yaml, render(public, admin, &invalid)).unwrap();
     edge.server.signal("HUP").unwrap();
+    let after = reloads(&edge, "refused", 1).await;
+    assert_eq!(
+        after["config_reloads_applied"], 1,
+        "the invalid file was applied"
+    );
+    assert_eq!(
+        after["origins_total"], 3,
+        "the refused file changed nothing"
+    );
     let (ok, failed) = load.await.unwrap();
     assert!(ok > 50, "{ok}");
     assert_eq!(failed, 0, "requests failed during reload");
@@ -60,9 +78,19 @@ async fn sighup_applies_a_new_config_under_load_without_errors() {
         served.get(&addrs[2].to_string()).copied().unwrap_or(0) > 0,
         "the added origin serves: {served:?}"
     );
-    assert_eq!(
-        metrics(&edge)["global"]["origins_total"],
-        3,
-        "the refused file changed nothing"
-    );
+}
+
+/// Waits for a snapshot that counts `n` reloads with `result` (applied or
+/// refused), and returns its `global` section.
+async fn reloads(edge: &Edge, result: &str, n: u64) -> serde_json::Value {
+    let key = format!("config_reloads_{result}");
+    testkit::wait_until(
+        &format!("{n} reload(s) {result}"),
+        Duration::from_secs(10),
+        || async {
+            let global = metrics(edge).await["global"].clone();
+            (global[&key] == n).then_some(global)
+        },
+    )
+    .await
 }

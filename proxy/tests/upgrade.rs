@@ -10,7 +10,7 @@ async fn graceful_upgrade_hands_the_listener_over_without_errors() {
     let media = MediaFixture::new().unwrap();
     let origins = start_origins(&media, 2);
     let addrs: Vec<_> = origins.iter().map(|o| o.addr).collect();
-    let mut old = start_proxy(&default_sections(&addrs), 2);
+    let mut old = start_proxy(&default_sections(&addrs), 2).await;
     let pingora_yaml = old.dir.path().join("pingora.yaml");
 
     let load = {
@@ -52,7 +52,7 @@ async fn graceful_upgrade_hands_the_listener_over_without_errors() {
     )
     .unwrap();
     old.server.signal("QUIT").unwrap();
-    let status = old.server.wait_exit(Duration::from_secs(30)).unwrap();
+    let status = old.server.exited(Duration::from_secs(30)).await.unwrap();
     assert!(
         status.success() || status.code().is_none(),
         "old process: {status:?}"
@@ -66,7 +66,9 @@ async fn graceful_upgrade_hands_the_listener_over_without_errors() {
         &failed[..failed.len().min(3)]
     );
     // The new process serves on the same address.
-    let r = testkit::raw_get(new.addr, "/videos/sub/nested.mp4").unwrap();
+    let r = testkit::raw_get_async(new.addr, "/videos/sub/nested.mp4")
+        .await
+        .unwrap();
     assert_eq!(r.status, 200);
     assert_eq!(r.body, media.nested);
 }

@@ -123,7 +123,22 @@ impl Server {
         Ok(())
     }
 
-    /// Waits for the process to exit, at most `timeout`.
+    /// [`Server::wait_exit`] for async tests: sleeps on the runtime's timer.
+    pub async fn exited(&mut self, timeout: Duration) -> anyhow::Result<ExitStatus> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(st) = self.child.try_wait()? {
+                return Ok(st);
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("process {} still running after {timeout:?}", self.pid());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits for the process to exit, at most `timeout`. Blocks the thread:
+    /// async tests use [`Server::exited`].
     pub fn wait_exit(&mut self, timeout: Duration) -> anyhow::Result<ExitStatus> {
         let deadline = Instant::now() + timeout;
         loop {
@@ -205,12 +220,44 @@ fn spawn_child(bin: &Path, args: &[&str]) -> anyhow::Result<(Child, ChildStdout)
     Ok((child, stdout))
 }
 
-/// A loopback port that was free a moment ago (for servers that cannot report the port they bind).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+/// A loopback port for a server that cannot report the port it binds
+/// (cdn-proxy binds what its config says). Never the same port twice in
+/// one test process, and taken below the kernel's ephemeral range, so
+/// neither a parallel test nor an outgoing connection's source port can
+/// take it between this call and the server's bind (binding port 0 and
+/// closing it, the usual trick, leaves exactly that window open).
+pub fn reserve_port() -> u16 {
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    // Linux's default ephemeral range starts at 32768.
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000.min(ephemeral_low / 2), ephemeral_low);
+    let mut handed = HANDED_OUT.lock().unwrap_or_else(|p| p.into_inner());
+    let handed = handed.get_or_insert_with(HashSet::new);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let mut rng = (u64::from(std::process::id()) << 32 | u64::from(nanos)) | 1;
+    for _ in 0..10_000 {
+        // xorshift: no dependency for a few random numbers.
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let port = low + (rng % u64::from(high - low)) as u16;
+        if handed.contains(&port) {
+            continue;
+        }
+        // Free now (no other process holds it): ours from here on.
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            handed.insert(port);
+            return port;
+        }
+    }
+    panic!("no free loopback port between {low} and {high}");
 }
 
 impl Drop for Server {
@@ -221,7 +268,8 @@ impl Drop for Server {
 }
 
 /// Polls `check` until it returns `Some`, or fails after `timeout`.
-/// For waiting on a condition, never for measuring time.
+/// For waiting on a condition, never for measuring time. Blocks the
+/// thread: for plain `#[test]`s and threads; async tests use [`wait_until`].
 pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + timeout;
     loop {
@@ -234,6 +282,50 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Opt
         );
         std::thread::sleep(Duration::from_millis(25));
     }
+}
+
+/// Polls the async `check` until it returns `Some`, or fails after
+/// `timeout`, sleeping on the runtime's timer between tries (the runtime's
+/// other tasks keep running). For waiting on a condition in async tests.
+pub async fn wait_until<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// [`raw_request`] on the async runtime: sends `request` verbatim (it should
+/// ask for `Connection: close`) and reads until the server closes, at most 20 s.
+pub async fn raw_request_async(addr: SocketAddr, request: &[u8]) -> anyhow::Result<RawResponse> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await?;
+        s.write_all(request).await?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await?;
+        anyhow::Ok(buf)
+    };
+    let buf = tokio::time::timeout(Duration::from_secs(20), exchange)
+        .await
+        .context("no complete response within 20 s")??;
+    parse_raw(&buf)
+}
+
+/// [`raw_get`] on the async runtime.
+pub async fn raw_get_async(addr: SocketAddr, path: &str) -> anyhow::Result<RawResponse> {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+    raw_request_async(addr, request.as_bytes()).await
 }
 
 /// A raw HTTP/1.1 response.

@@ -80,9 +80,9 @@ pub fn render(public: u16, admin: u16, sections: &BTreeMap<&'static str, String>
 }
 
 /// Starts the proxy with `sections` and waits until `expect_up` origins are up.
-pub fn start_proxy(sections: &BTreeMap<&'static str, String>, expect_up: usize) -> Edge {
+pub async fn start_proxy(sections: &BTreeMap<&'static str, String>, expect_up: usize) -> Edge {
     let dir = tempfile::tempdir().unwrap();
-    let (public, admin) = (testkit::free_port(), testkit::free_port());
+    let (public, admin) = (testkit::reserve_port(), testkit::reserve_port());
     let cdn_yaml = dir.path().join("cdn.yaml");
     std::fs::write(&cdn_yaml, render(public, admin, sections)).unwrap();
     let pingora_yaml = dir.path().join("pingora.yaml");
@@ -96,17 +96,23 @@ pub fn start_proxy(sections: &BTreeMap<&'static str, String>, expect_up: usize) 
     )
     .unwrap();
     let addr: SocketAddr = format!("127.0.0.1:{public}").parse().unwrap();
-    let server = Server::start_ready(
-        env!("CARGO_BIN_EXE_cdn-proxy").as_ref(),
-        &[
-            "--cdn-conf",
-            cdn_yaml.to_str().unwrap(),
-            "-c",
-            pingora_yaml.to_str().unwrap(),
-        ],
-        addr,
-        "/healthz",
-    )
+    let (cdn, pingora) = (cdn_yaml.clone(), pingora_yaml.clone());
+    // Starting polls with blocking reads: on the blocking pool, not a worker.
+    let server = tokio::task::spawn_blocking(move || {
+        Server::start_ready(
+            env!("CARGO_BIN_EXE_cdn-proxy").as_ref(),
+            &[
+                "--cdn-conf",
+                cdn.to_str().unwrap(),
+                "-c",
+                pingora.to_str().unwrap(),
+            ],
+            addr,
+            "/healthz",
+        )
+    })
+    .await
+    .unwrap()
     .expect("cdn-proxy starts");
     let edge = Edge {
         server,
@@ -114,26 +120,30 @@ pub fn start_proxy(sections: &BTreeMap<&'static str, String>, expect_up: usize) 
         cdn_yaml,
         dir,
     };
-    wait_origins_up(&edge, expect_up);
+    wait_origins_up(&edge, expect_up).await;
     edge
 }
 
 /// GET /metrics from the proxy, parsed.
-pub fn metrics(edge: &Edge) -> serde_json::Value {
-    let r = testkit::raw_get(edge.server.addr, "/metrics").expect("GET /metrics");
+pub async fn metrics(edge: &Edge) -> serde_json::Value {
+    let r = testkit::raw_get_async(edge.server.addr, "/metrics")
+        .await
+        .expect("GET /metrics");
     serde_json::from_slice(&r.body).expect("/metrics is JSON")
 }
 
 /// Waits until the snapshot shows `n` origins up.
-pub fn wait_origins_up(edge: &Edge, n: usize) {
-    testkit::wait_for(&format!("{n} origins up"), Duration::from_secs(20), || {
-        (metrics(edge)["global"]["origins_up"] == n).then_some(())
-    });
+pub async fn wait_origins_up(edge: &Edge, n: usize) {
+    let what = format!("{n} origins up");
+    testkit::wait_until(&what, Duration::from_secs(20), || async {
+        (metrics(edge).await["global"]["origins_up"] == n).then_some(())
+    })
+    .await;
 }
 
 /// The state the snapshot reports for the origin at `addr`.
-pub fn origin_state(edge: &Edge, addr: SocketAddr) -> Option<String> {
-    let m = metrics(edge);
+pub async fn origin_state(edge: &Edge, addr: SocketAddr) -> Option<String> {
+    let m = metrics(edge).await;
     m["origins"]
         .as_array()?
         .iter()
