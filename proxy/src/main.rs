@@ -115,8 +115,12 @@ fn run(args: Args, config: config::Config) -> anyhow::Result<()> {
     let registry = Arc::new(origins::Registry::default());
     let ratings = Arc::new(select::Ratings::default());
     let discovery = discovery::Discovery::new(config.clone(), registry.clone());
+    let settings: select::SettingsSource = {
+        let config = config.clone();
+        Arc::new(move || Arc::new(config.load().selection.clone()))
+    };
     let shared = select::Shared {
-        config: config.clone(),
+        settings: settings.clone(),
         ratings: ratings.clone(),
     };
     let balancer = Arc::new(select::Balancer::new(
@@ -160,7 +164,7 @@ fn run(args: Args, config: config::Config) -> anyhow::Result<()> {
     let rater = select::Rater {
         registry: registry.clone(),
         ratings: ratings.clone(),
-        config: config.clone(),
+        settings,
     };
     let sidecar = hub.map(|hub| sidecar::Sidecar {
         config: dashboard,

@@ -106,6 +106,7 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::select::PolicyName as Policy;
     use std::time::Duration;
 
     const MIN: &str = "origins:\n  - address: 127.0.0.1:9101\n";

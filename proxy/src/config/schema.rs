@@ -1,6 +1,8 @@
 //! The shape of `cdn.yaml`: every key, its type and its default. What the
 //! types cannot say (sums, orderings, clashes) is checked in `validate.rs`.
 
+use crate::origins::Ejection;
+use crate::select::Selection;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -105,73 +107,6 @@ pub struct Discovery {
     pub nameservers: Vec<SocketAddr>,
 }
 
-/// The selection policy and the tier model's parameters.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct Selection {
-    /// Which policy picks origins.
-    pub policy: Policy,
-    /// Weights of the load score's inputs; must sum to 1.
-    pub weights: Weights,
-    /// Upper bounds of tiers 0, 1 and 2 on the 0–100 score (tier 3 is the rest); increasing.
-    pub tier_bounds: [f64; 3],
-    /// Score points an origin must cross past a bound before it changes tier.
-    pub hysteresis: f64,
-    /// The values that count as 100% for the inputs the proxy measures.
-    pub ceilings: Ceilings,
-    /// Time constant of the response-time EWMA (and the decay of p2c_ewma's peak).
-    #[serde(with = "humantime_serde")]
-    pub ewma_decay: Duration,
-}
-
-/// Selection policies.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum Policy {
-    /// Weighted four-tier score, power of two choices inside the best tier.
-    #[default]
-    Tier,
-    /// Each origin in turn.
-    RoundRobin,
-    /// At random, each origin with a probability proportional to its capacity.
-    Random,
-    /// Fewest requests in flight per unit of capacity.
-    LeastConn,
-    /// Power of two choices on peak-EWMA latency × in-flight (Finagle/Linkerd).
-    P2cEwma,
-    /// Ketama consistent hashing on the request path.
-    Consistent,
-}
-
-/// Weights of the score's inputs.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct Weights {
-    /// Origin CPU utilization (from its load report).
-    pub cpu: f64,
-    /// Origin memory utilization (from its load report).
-    pub memory: f64,
-    /// Request rate to the origin, measured by the proxy.
-    pub requests: f64,
-    /// Requests in flight to the origin, measured by the proxy.
-    pub streams: f64,
-    /// EWMA of time to first byte, measured by the proxy.
-    pub response_time: f64,
-}
-
-/// Normalisation ceilings for the proxy-measured inputs.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct Ceilings {
-    /// Requests per second that count as a full `requests` input.
-    pub requests_per_sec: f64,
-    /// Requests in flight that count as a full `streams` input.
-    pub streams: f64,
-    /// Time to first byte that counts as a full `response_time` input.
-    #[serde(with = "humantime_serde")]
-    pub response_time: Duration,
-}
-
 /// Active health checks.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -188,20 +123,6 @@ pub struct Health {
     pub rise: u32,
     /// Consecutive failures that make an up origin down.
     pub fall: u32,
-}
-
-/// Passive ejection, as Envoy's outlier detection.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct Ejection {
-    /// Consecutive connect errors, timeouts or 5xx that eject an origin (0: never).
-    pub consecutive_failures: u32,
-    /// First ejection time; doubles with each repeated ejection.
-    #[serde(with = "humantime_serde")]
-    pub base: Duration,
-    /// Longest ejection.
-    #[serde(with = "humantime_serde")]
-    pub max: Duration,
 }
 
 /// Retries on a different origin.
@@ -259,41 +180,6 @@ impl Default for Discovery {
     }
 }
 
-impl Default for Selection {
-    fn default() -> Self {
-        Selection {
-            policy: Policy::Tier,
-            weights: Weights::default(),
-            tier_bounds: [25.0, 50.0, 75.0],
-            hysteresis: 5.0,
-            ceilings: Ceilings::default(),
-            ewma_decay: Duration::from_secs(10),
-        }
-    }
-}
-
-impl Default for Weights {
-    fn default() -> Self {
-        Weights {
-            cpu: 0.30,
-            memory: 0.25,
-            requests: 0.20,
-            streams: 0.15,
-            response_time: 0.10,
-        }
-    }
-}
-
-impl Default for Ceilings {
-    fn default() -> Self {
-        Ceilings {
-            requests_per_sec: 500.0,
-            streams: 100.0,
-            response_time: Duration::from_millis(500),
-        }
-    }
-}
-
 impl Default for Health {
     fn default() -> Self {
         Health {
@@ -302,16 +188,6 @@ impl Default for Health {
             path: "/healthz".into(),
             rise: 2,
             fall: 2,
-        }
-    }
-}
-
-impl Default for Ejection {
-    fn default() -> Self {
-        Ejection {
-            consecutive_failures: 5,
-            base: Duration::from_secs(5),
-            max: Duration::from_secs(60),
         }
     }
 }

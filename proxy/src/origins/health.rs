@@ -5,8 +5,33 @@
 //! one state an operator sees and the policies obey.
 
 use crate::clock::now_ms;
-use crate::config::Ejection;
+use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+/// Passive ejection, as Envoy's outlier detection.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Ejection {
+    /// Consecutive connect errors, timeouts or 5xx that eject an origin (0: never).
+    pub consecutive_failures: u32,
+    /// First ejection time; doubles with each repeated ejection.
+    #[serde(with = "humantime_serde")]
+    pub base: Duration,
+    /// Longest ejection.
+    #[serde(with = "humantime_serde")]
+    pub max: Duration,
+}
+
+impl Default for Ejection {
+    fn default() -> Self {
+        Ejection {
+            consecutive_failures: 5,
+            base: Duration::from_secs(5),
+            max: Duration::from_secs(60),
+        }
+    }
+}
 
 /// The state an operator sees, in order of precedence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -170,7 +195,6 @@ impl Health {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn new_origins_come_up_on_first_pass_then_follow_rise_and_fall() {

@@ -13,7 +13,7 @@ mod registry;
 mod state;
 mod ttfb;
 
-pub use health::{Health, State};
+pub use health::{Ejection, Health, State};
 pub use registry::Registry;
 pub use state::Origin;
 pub use ttfb::{Ttfb, TTFB_BUCKETS};

@@ -3,10 +3,9 @@
 //! origin reports (CPU, memory), its capacity weight, and its [`Ttfb`] and
 //! [`Health`]. Everything is atomics; each figure has one writer.
 
-use super::{Health, State, Ttfb};
+use super::{Ejection, Health, State, Ttfb};
 use crate::atomic_f64::AtomicF64;
 use crate::clock::now_ms;
-use crate::config::Ejection;
 use arc_swap::ArcSwapOption;
 use cdn_types::status::status_class_index;
 use cdn_types::LoadReport;

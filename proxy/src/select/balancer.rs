@@ -8,8 +8,8 @@
 //! proxy calls the selector itself. [`Selector`] is still a Pingora
 //! `BackendSelection` and works under `LoadBalancer` unchanged.
 
+use super::Selection;
 use super::{Selector, Shared};
-use crate::config::Selection;
 use crate::origins::Origin;
 use arc_swap::ArcSwap;
 use pingora::lb::selection::BackendSelection;

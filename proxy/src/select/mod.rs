@@ -16,6 +16,7 @@ mod random;
 mod rater;
 mod rating;
 mod round_robin;
+mod settings;
 mod tier;
 
 pub use balancer::Balancer;
@@ -26,11 +27,10 @@ pub use random::Random;
 pub use rater::Rater;
 pub use rating::{Rating, Ratings};
 pub use round_robin::RoundRobin;
+pub use settings::{Policy as PolicyName, Selection};
 pub use tier::Tier;
 
-use crate::config::{Config, Policy as PolicyName, Selection};
 use crate::origins::Origin;
-use arc_swap::{ArcSwap, Guard};
 use pingora::lb::selection::{BackendIter, BackendSelection};
 use pingora::lb::Backend;
 use smallvec::SmallVec;
@@ -113,10 +113,14 @@ pub trait Policy: Send + Sync {
     fn pick(&self, p: &mut Pick<'_>) -> Option<usize>;
 }
 
-/// What every selector shares: the live config and the ratings.
+/// The selection settings in force, read when they are needed (the live
+/// config's, swapped on reload).
+pub type SettingsSource = Arc<dyn Fn() -> Arc<Selection> + Send + Sync>;
+
+/// What every selector shares: where the settings come from, and the ratings.
 pub struct Shared {
-    /// The configuration in force (swapped on reload).
-    pub config: Arc<ArcSwap<Config>>,
+    /// The selection settings in force.
+    pub settings: SettingsSource,
     /// Every origin's rating.
     pub ratings: Arc<Ratings>,
 }
@@ -126,7 +130,7 @@ pub struct Selector {
     backends: Vec<Backend>,
     origins: Vec<Arc<Origin>>,
     ratings: Vec<Arc<Rating>>,
-    config: Arc<ArcSwap<Config>>,
+    settings: SettingsSource,
     tier: Tier,
     round_robin: RoundRobin,
     random: Random,
@@ -144,7 +148,7 @@ impl Selector {
             backends,
             origins,
             ratings,
-            config: shared.config.clone(),
+            settings: shared.settings.clone(),
             tier: Tier,
             round_robin: RoundRobin::default(),
             random: Random,
@@ -211,7 +215,7 @@ impl BackendSelection for Selector {
     fn iter(self: &Arc<Self>, key: &[u8]) -> Picks {
         Picks {
             selector: self.clone(),
-            config: self.config.load(),
+            settings: (self.settings)(),
             key: key.to_vec(),
             tried: 0,
             rng: fastrand::Rng::new(),
@@ -231,8 +235,8 @@ pub fn origin_of(backend: &Backend) -> Option<&Arc<Origin>> {
 /// [`Balancer`], which needs none of this.
 pub struct Picks {
     selector: Arc<Selector>,
-    /// The config of this request's picks, loaded once.
-    config: Guard<Arc<Config>>,
+    /// The settings of this request's picks, read once.
+    settings: Arc<Selection>,
     key: Vec<u8>,
     tried: u128,
     rng: fastrand::Rng,
@@ -244,7 +248,7 @@ impl BackendIter for Picks {
         let tried = self.tried;
         let usable =
             |i: usize| (i >= 128 || tried & (1u128 << i) == 0) && sel.origins[i].eligible();
-        let i = sel.pick(&self.config.selection, &self.key, &usable, &mut self.rng)?;
+        let i = sel.pick(&self.settings, &self.key, &usable, &mut self.rng)?;
         if i < 128 {
             self.tried |= 1u128 << i;
         }

@@ -1,7 +1,7 @@
 //! Unit tests of each policy's contract, on in-memory origins.
 
+use super::Selection;
 use super::*;
-use crate::config::Selection;
 use cdn_types::LoadReport;
 use std::collections::HashMap;
 

@@ -3,11 +3,9 @@
 //! dashboard shows scores and tiers for all of them). Picks never compute a
 //! score: they read the tier, so a pick stays a few atomic loads.
 
-use super::Ratings;
+use super::{Ratings, SettingsSource};
 use crate::clock::now_ms;
-use crate::config::Config;
 use crate::origins::Registry;
-use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
@@ -25,18 +23,18 @@ pub struct Rater {
     pub registry: Arc<Registry>,
     /// Where the ratings go.
     pub ratings: Arc<Ratings>,
-    /// The live config (weights, ceilings, bounds).
-    pub config: Arc<ArcSwap<Config>>,
+    /// The weights, ceilings and bounds in force.
+    pub settings: SettingsSource,
 }
 
 impl Rater {
     /// One round: rates every origin and forgets the ratings of origins gone.
     pub fn rate_all(&self) {
-        let cfg = self.config.load();
+        let settings = (self.settings)();
         let origins = self.registry.all();
         let now = now_ms();
         for o in &origins {
-            self.ratings.of(o.addr).update(o, &cfg.selection, now);
+            self.ratings.of(o.addr).update(o, &settings, now);
         }
         self.ratings.retain(&origins);
     }

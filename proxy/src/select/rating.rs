@@ -3,8 +3,8 @@
 //! writer, the [`Rater`](super::Rater), refreshes every rating a few times
 //! a second; picks, `/metrics`, `/prometheus` and the dashboard only read.
 
+use super::Selection;
 use crate::atomic_f64::AtomicF64;
-use crate::config::Selection;
 use crate::origins::Origin;
 use std::collections::HashMap;
 use std::net::SocketAddr;

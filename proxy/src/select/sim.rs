@@ -3,8 +3,8 @@
 //! once a simulated second, and a steady stream of picks. It shows the
 //! herding of "argmin on the polled score" and that the tier policy does not herd.
 
+use super::Selection;
 use super::{Rating, Tier};
-use crate::config::Selection;
 use crate::origins::Origin;
 use cdn_types::LoadReport;
 use std::sync::Arc;

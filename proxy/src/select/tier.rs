@@ -15,8 +15,8 @@
 //! tier both are always compared, and a strict comparison of two idle
 //! origins' sub-millisecond latencies would be argmin on noise, starving one.
 
+use super::Selection;
 use super::{Pick, Policy, Rating};
-use crate::config::Selection;
 use crate::origins::Origin;
 
 /// The tier policy (the default).
