@@ -30,7 +30,7 @@ admin_listen: 127.0.0.1:18883
 origins: [{address: 127.0.0.1:19201}, {address: 127.0.0.1:19202}, {address: 127.0.0.1:19203}]
 dashboard: {enabled: false}
 YAML
-printf -- '---\nversion: 1\nthreads: 1\npid_file: %s/pid\nupgrade_sock: %s/upgrade.sock\nfast_timeout_to_tokio_threshold_seconds: 5\n' "$D" "$D" >"$D/pingora.yaml"
+printf -- '---\nversion: 1\nthreads: 1\npid_file: %s/pid\nupgrade_sock: %s/upgrade.sock\nfast_timeout_to_tokio_threshold_seconds: 0\n' "$D" "$D" >"$D/pingora.yaml"
 
 # N keep-alive GETs of /videos/1k.bin over 4 connections; fails on any other answer.
 load() {

@@ -47,7 +47,7 @@ threads: 2
 pid_file: $D/cdn-proxy.pid
 upgrade_sock: $D/cdn-proxy-upgrade.sock
 upstream_keepalive_pool_size: 256
-fast_timeout_to_tokio_threshold_seconds: 5
+fast_timeout_to_tokio_threshold_seconds: 0
 YAML
 RUST_LOG=error target/release/cdn-proxy --cdn-conf "$D/cdn.yaml" -c "$D/pingora.yaml" &
 proxy=$!

@@ -221,9 +221,13 @@ impl ProxyHttp for Edge {
         let cfg = &ctx.config;
         let report = resp.remove_header(&LOAD_HEADER);
         if let (Some(o), Some(sent)) = (&ctx.origin, ctx.sent_at) {
-            o.observe_ttfb(sent, Instant::now(), cfg.selection.ewma_decay);
+            // One clock read for the response's timing and its report's age.
+            let now = Instant::now();
+            let now_ms = crate::clock::ms_at(now);
+            let ttfb = now.saturating_duration_since(sent);
+            o.observe_ttfb(ttfb, now_ms, cfg.selection.ewma_decay);
             if let Some(report) = report {
-                o.set_load_text(report.as_bytes());
+                o.set_load_text(report.as_bytes(), now_ms);
             }
         }
         let status = resp.status.as_u16();

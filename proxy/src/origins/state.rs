@@ -13,7 +13,7 @@ use http::HeaderValue;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// One origin's live state.
 pub struct Origin {
@@ -87,11 +87,10 @@ impl Origin {
         self.inflight.fetch_sub(1, Relaxed);
     }
 
-    /// A response's header arrived at `now`, its request having been sent
-    /// at `sent`; `decay` is the EWMA time constant.
-    pub fn observe_ttfb(&self, sent: Instant, now: Instant, decay: Duration) {
-        let ttfb = now.saturating_duration_since(sent);
-        self.ttfb.observe(ttfb, crate::clock::ms_at(now), decay);
+    /// A response's header arrived `ttfb` after its request was sent, at
+    /// `now_ms` (on [`now_ms`]'s clock); `decay` is the EWMA time constant.
+    pub fn observe_ttfb(&self, ttfb: Duration, now_ms: u64, decay: Duration) {
+        self.ttfb.observe(ttfb, now_ms, decay);
     }
 
     /// Body bytes received from this origin.
@@ -115,26 +114,31 @@ impl Origin {
 
     // ----- what the origin reports -----
 
-    /// Stores a load report (in-band header or health-check response).
+    /// Stores a load report (health-check response).
     pub fn set_load(&self, r: &LoadReport) {
+        self.set_load_at(r, now_ms());
+    }
+
+    fn set_load_at(&self, r: &LoadReport, at_ms: u64) {
         self.cpu.set(r.cpu_utilization);
         self.mem.set(r.mem_utilization);
-        self.load_at.store(now_ms(), Relaxed);
+        self.load_at.store(at_ms, Relaxed);
     }
 
     /// Stores an in-band load report (the `endpoint-load-metrics` header's
-    /// ORCA text), parsing it only if it differs from the last one; an
-    /// unchanged report still counts as fresh. A malformed report is ignored.
-    pub fn set_load_text(&self, text: &[u8]) {
+    /// ORCA text) received at `at_ms` (on [`now_ms`]'s clock), parsing it
+    /// only if it differs from the last one; an unchanged report still
+    /// counts as fresh. A malformed report is ignored.
+    pub fn set_load_text(&self, text: &[u8], at_ms: u64) {
         if self.load_text.load().as_deref().map(Vec::as_slice) == Some(text) {
-            self.load_at.store(now_ms(), Relaxed);
+            self.load_at.store(at_ms, Relaxed);
             return;
         }
         let parsed = std::str::from_utf8(text)
             .ok()
             .and_then(|t| LoadReport::parse_orca_text(t).ok());
         if let Some(report) = parsed {
-            self.set_load(&report);
+            self.set_load_at(&report, at_ms);
             self.load_text.store(Some(Arc::new(text.to_vec())));
         }
     }
@@ -218,29 +222,32 @@ mod tests {
     #[test]
     fn in_band_reports_are_parsed_when_they_change_and_malformed_ones_ignored() {
         let o = origin();
-        o.set_load_text(b"TEXT cpu_utilization=0.25, mem_utilization=0.5");
+        o.set_load_text(b"TEXT cpu_utilization=0.25, mem_utilization=0.5", now_ms());
         assert_eq!((o.cpu(), o.mem()), (0.25, 0.5));
         o.load_at.store(u64::MAX, Relaxed);
-        o.set_load_text(b"TEXT cpu_utilization=0.25, mem_utilization=0.5");
+        o.set_load_text(b"TEXT cpu_utilization=0.25, mem_utilization=0.5", now_ms());
         assert_ne!(
             o.load_at.load(Relaxed),
             u64::MAX,
             "an unchanged report is fresh again"
         );
-        o.set_load_text(b"TEXT cpu_utilization=0.75, mem_utilization=0.125");
+        o.set_load_text(
+            b"TEXT cpu_utilization=0.75, mem_utilization=0.125",
+            now_ms(),
+        );
         assert_eq!(
             (o.cpu(), o.mem()),
             (0.75, 0.125),
             "a changed report is parsed"
         );
-        o.set_load_text(b"TEXT cpu_utilization=oops");
-        o.set_load_text(b"\xff\xfe");
+        o.set_load_text(b"TEXT cpu_utilization=oops", now_ms());
+        o.set_load_text(b"\xff\xfe", now_ms());
         assert_eq!(
             (o.cpu(), o.mem()),
             (0.75, 0.125),
             "malformed reports change nothing"
         );
-        o.set_load_text(b"TEXT cpu_utilization=0.25, mem_utilization=0.5");
+        o.set_load_text(b"TEXT cpu_utilization=0.25, mem_utilization=0.5", now_ms());
         assert_eq!(
             (o.cpu(), o.mem()),
             (0.25, 0.5),

@@ -19,9 +19,10 @@ pub const TTFB_BUCKETS: [f64; 19] = [
 /// Time to first byte of one origin's responses.
 pub struct Ttfb {
     ewma: AtomicF64,
-    ewma_at: AtomicU64,
     peak: AtomicF64,
-    peak_at: AtomicU64,
+    /// When both EWMAs were last updated (ms on `now_ms`'s clock): they are
+    /// always updated together, so one decay weight serves both.
+    at: AtomicU64,
     /// The EWMA time constant in ms, from the config of the last sample.
     decay_ms: AtomicU64,
     /// Samples per bucket (not cumulative); the last is past every bound.
@@ -33,9 +34,8 @@ impl Default for Ttfb {
     fn default() -> Self {
         Ttfb {
             ewma: AtomicF64::default(),
-            ewma_at: AtomicU64::new(0),
             peak: AtomicF64::default(),
-            peak_at: AtomicU64::new(0),
+            at: AtomicU64::new(0),
             decay_ms: AtomicU64::new(10_000),
             buckets: std::array::from_fn(|_| AtomicU64::new(0)),
             sum_us: AtomicU64::new(0),
@@ -51,9 +51,8 @@ impl Ttfb {
             .store(decay.as_millis().max(1) as u64, Relaxed);
         let sample = ttfb.as_secs_f64();
         let tau = decay.as_secs_f64().max(1e-3);
-        let dt =
-            |at: &AtomicU64| (now.saturating_sub(at.swap(now, Relaxed)) as f64 / 1000.0).max(0.0);
-        let w = (-dt(&self.ewma_at) / tau).exp();
+        let dt = now.saturating_sub(self.at.swap(now, Relaxed)) as f64 / 1000.0;
+        let w = (-dt / tau).exp();
         self.ewma.update(|e| {
             if e == 0.0 {
                 sample
@@ -62,7 +61,6 @@ impl Ttfb {
             }
         });
         // Peak EWMA (Finagle/Linkerd): jumps up to a slower sample at once, decays slowly.
-        let w = (-dt(&self.peak_at) / tau).exp();
         self.peak.update(|e| {
             if sample > e {
                 sample
@@ -80,16 +78,16 @@ impl Ttfb {
     /// picked looks cheaper over time and gets probed again, instead of
     /// being starved by one old slow sample.
     pub fn ewma(&self) -> f64 {
-        self.decayed(&self.ewma, &self.ewma_at)
+        self.decayed(&self.ewma)
     }
 
     /// Peak EWMA, seconds, decayed the same way.
     pub fn peak(&self) -> f64 {
-        self.decayed(&self.peak, &self.peak_at)
+        self.decayed(&self.peak)
     }
 
-    fn decayed(&self, value: &AtomicF64, at: &AtomicU64) -> f64 {
-        let age = now_ms().saturating_sub(at.load(Relaxed)) as f64;
+    fn decayed(&self, value: &AtomicF64) -> f64 {
+        let age = now_ms().saturating_sub(self.at.load(Relaxed)) as f64;
         value.get() * (-age / self.decay_ms.load(Relaxed) as f64).exp()
     }
 

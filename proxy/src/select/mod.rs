@@ -57,12 +57,13 @@ impl Pick<'_> {
     /// The usable origins that also pass `only`, with their capacities:
     /// one scan, so each origin's state is read once per pick.
     pub fn candidates(&self, only: impl Fn(usize) -> bool) -> Candidates {
-        Candidates(
-            (0..self.origins.len())
-                .filter(|&i| (self.usable)(i) && only(i))
-                .map(|i| (i, self.origins[i].capacity()))
-                .collect(),
-        )
+        let mut found = SmallVec::new();
+        for (i, o) in self.origins.iter().enumerate() {
+            if (self.usable)(i) && only(i) {
+                found.push((i, o.capacity()));
+            }
+        }
+        Candidates(found)
     }
 }
 

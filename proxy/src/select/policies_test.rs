@@ -114,9 +114,9 @@ fn least_conn_picks_fewest_in_flight_per_capacity() {
 fn p2c_ewma_prefers_the_cheaper_of_two() {
     let os = origins(&[1.0, 1.0]);
     let decay = std::time::Duration::from_secs(10);
-    let now = std::time::Instant::now();
-    os[0].observe_ttfb(now - std::time::Duration::from_millis(100), now, decay);
-    os[1].observe_ttfb(now - std::time::Duration::from_millis(5), now, decay);
+    let now = crate::clock::now_ms();
+    os[0].observe_ttfb(std::time::Duration::from_millis(100), now, decay);
+    os[1].observe_ttfb(std::time::Duration::from_millis(5), now, decay);
     // With two origins both are always compared: the faster one wins.
     let c = counts(&P2cEwma, &os, 200, &|_| true);
     assert_eq!(c.get(&1), Some(&200));
