@@ -177,3 +177,39 @@ fn tier_policy_sends_nothing_to_a_higher_tier_while_a_lower_one_is_usable() {
     // When it is the only one left, it is used.
     assert_eq!(counts(&Tier, &os, 10, &|i| i == 0)[&0], 10);
 }
+
+#[tokio::test]
+async fn the_selector_works_under_pingoras_load_balancer() {
+    use pingora::lb::discovery::Static;
+    use pingora::lb::{Backends, LoadBalancer};
+    let os = origins(&[1.0, 1.0, 1.0]);
+    os[1].health.set_operator_drain(true);
+    let backends = os
+        .iter()
+        .map(|o| {
+            let mut b = Backend::new(&o.addr.to_string()).unwrap();
+            b.ext.insert(o.clone());
+            b
+        })
+        .collect();
+    let settings: SettingsSource = Arc::new(|| Arc::new(Selection::default()));
+    let shared = Shared {
+        settings,
+        ratings: Arc::new(Ratings::default()),
+    };
+    let lb = LoadBalancer::<Selector>::from_backends_with_config(
+        Backends::new(Static::new(backends)),
+        Some(shared),
+    );
+    lb.update().await.unwrap();
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..200 {
+        let b = lb.select(b"/videos/a.mp4", 256).expect("an origin");
+        seen.insert(origin_of(&b).expect("the origin rides along").addr);
+    }
+    assert_eq!(
+        seen,
+        [os[0].addr, os[2].addr].into(),
+        "both up origins, never the drained one"
+    );
+}
