@@ -298,7 +298,20 @@ impl ProxyHttp for Edge {
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
         let code = match e.etype() {
             ErrorType::HTTPStatus(c) => *c,
-            ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => 504,
+            // The last origin tried could not even be connected to (the
+            // others, if any, were tried too or are not usable): nothing
+            // can serve this request now. That is "unavailable, retry
+            // shortly" from the first moment, before the health checks
+            // notice, not a bad gateway.
+            ErrorType::ConnectTimedout
+            | ErrorType::ConnectRefused
+            | ErrorType::ConnectNoRoute
+            | ErrorType::ConnectError
+                if ctx.last.is_some() =>
+            {
+                503
+            }
+            ErrorType::ReadTimedout | ErrorType::WriteTimedout => 504,
             _ => match e.esource() {
                 ErrorSource::Upstream => 502,
                 ErrorSource::Downstream => 0,

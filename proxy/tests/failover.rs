@@ -106,6 +106,35 @@ async fn a_hung_origin_is_left_within_the_timeout() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origins_that_died_before_a_health_check_noticed_get_503_not_502() {
+    let media = MediaFixture::new().unwrap();
+    let origins = start_origins(&media, 3);
+    let addrs: Vec<_> = origins.iter().map(|o| o.addr).collect();
+    let mut sections = default_sections(&addrs);
+    // Checks too rare to notice within the test: the proxy still thinks every
+    // origin is up when the requests arrive.
+    sections.insert(
+        "health",
+        "{interval: 1m, timeout: 500ms, rise: 1, fall: 1}".into(),
+    );
+    let edge = start_proxy(&sections, 3).await;
+    drop(origins);
+    for _ in 0..10 {
+        let r = testkit::raw_get_async(edge.server.addr, "/videos/sub/nested.mp4")
+            .await
+            .unwrap();
+        assert_eq!(r.status, 503, "every origin refused the connection");
+        assert_eq!(r.header("retry-after"), Some("1"));
+        assert!(String::from_utf8_lossy(&r.body).contains("no origin"));
+    }
+    assert_eq!(
+        metrics(&edge).await["global"]["origins_up"],
+        3,
+        "the health checks had not noticed yet"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn all_down_is_a_prompt_503_then_recovery() {
     let media = MediaFixture::new().unwrap();
     let origin = start_origin_at(&media, "127.0.0.1:0", &[]);
