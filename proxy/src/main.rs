@@ -28,6 +28,8 @@ mod websocket;
 use arc_swap::ArcSwap;
 use clap::Parser;
 use pingora::lb::Backends;
+use pingora::listeners::ListenerConfig;
+use pingora::protocols::l4::stream::L4BufferSettings;
 use pingora::server::configuration::Opt;
 use pingora::server::Server;
 use pingora::services::background::background_service;
@@ -108,6 +110,7 @@ fn run(args: Args, config: config::Config) -> anyhow::Result<()> {
     server.bootstrap();
 
     let listen = config.listen.clone();
+    let client_read_buffer = config.client_read_buffer;
     let dashboard = config.dashboard.clone();
     let admin_listen = config.admin_listen;
     let budget = Arc::new(retry_budget::RetryBudget::new(&config.retry));
@@ -143,8 +146,11 @@ fn run(args: Args, config: config::Config) -> anyhow::Result<()> {
         dashboard: hub.clone(),
     };
     let mut public = pingora::proxy::http_proxy_service(&server.configuration, edge);
+    // Pingora reads each client connection through a buffer it keeps while
+    // the connection is open; a small one keeps idle keep-alive connections cheap.
+    let read_buffer = L4BufferSettings::default().read(client_read_buffer);
     for addr in &listen {
-        public.add_tcp(&addr.to_string());
+        public.add_listener(ListenerConfig::tcp(addr.to_string()).l4_buffer(read_buffer));
     }
     let mut admin = pingora::services::listening::Service::new(
         "admin".to_string(),

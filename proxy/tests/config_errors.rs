@@ -68,6 +68,10 @@ fn bad_configs_are_refused_with_file_key_and_fix() {
             format!("{o}listen: [\"127.0.0.1:8080\", \"127.0.0.1:8080\"]\n"),
             "FILE: listen[1]: 127.0.0.1:8080 is listed twice",
         ),
+        (
+            format!("{o}client_read_buffer: 100\n"),
+            "FILE: client_read_buffer: 100 must be between 1024 and 1048576 bytes",
+        ),
         ("listen: [\n".to_string(), "FILE: "),
     ];
     for (yaml, want) in cases {

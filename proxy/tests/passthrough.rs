@@ -140,3 +140,23 @@ async fn local_endpoints() {
     }
     assert_eq!(o["state"], "up");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_header_larger_than_the_client_read_buffer_is_read_whole() {
+    let media = MediaFixture::new().unwrap();
+    let origins = start_origins(&media, 1);
+    let mut sections = default_sections(&[origins[0].addr]);
+    sections.insert("client_read_buffer", "1024".into());
+    let edge = start_proxy(&sections, 1).await;
+    // 6 KiB of header (the origin takes up to 16 KiB) against a 1 KiB read
+    // buffer: several reads, one request.
+    let big = "x".repeat(6 * 1024);
+    let request = format!(
+        "GET /videos/sub/nested.mp4 HTTP/1.1\r\nHost: t\r\nX-Padding: {big}\r\nConnection: close\r\n\r\n"
+    );
+    let r = testkit::raw_request_async(edge.server.addr, request.as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, media.nested, "byte-exact");
+}

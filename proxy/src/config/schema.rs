@@ -15,6 +15,11 @@ pub struct Config {
     pub listen: Vec<SocketAddr>,
     /// Operator listener (origins, drain, capacity); loopback by default.
     pub admin_listen: SocketAddr,
+    /// Bytes read from a client connection at a time, on every public
+    /// listener. Every open connection holds a buffer of this size, idle
+    /// keep-alive ones included; a request larger than it is read in
+    /// several reads. Pingora's default is 64 KiB.
+    pub client_read_buffer: usize,
     /// Response header naming the origin that served a request (empty: none).
     pub served_by_header: String,
     /// `served_by_header` as it is written on responses (its case kept),
@@ -157,6 +162,7 @@ impl Default for Config {
         Config {
             listen: vec!["0.0.0.0:8080".parse().expect("literal")],
             admin_listen: "127.0.0.1:8081".parse().expect("literal"),
+            client_read_buffer: 16 * 1024,
             served_by_header: "X-Served-By".into(),
             served_by_name: Some(bytes::Bytes::from_static(b"X-Served-By")),
             origins: Vec::new(),
