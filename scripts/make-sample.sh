@@ -7,6 +7,8 @@
 set -euo pipefail
 dir=${1:-media}
 mkdir -p "$dir"
+# A half-written sample from an interrupted run is not a video.
+rm -f "$dir/sample.mp4.tmp.mp4"
 if find "$dir" -maxdepth 2 -type f \( -name '*.mp4' -o -name '*.webm' -o -name '*.mkv' \) | grep -q .; then
   exit 0
 fi
