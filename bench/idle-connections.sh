@@ -11,20 +11,10 @@ N=${N:-4000}
 D=$(mktemp -d); C=$D/media
 mkdir -p "$C"; head -c 1024 /dev/urandom >"$C/1k.bin"
 pids=()
-cleanup() { kill -9 "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$D"; }
+source bench/lib.sh
 trap cleanup EXIT
 ulimit -n 65536 2>/dev/null || true
-for port in 19301 19302 19303; do
-  target/release/cdn-origin --listen "127.0.0.1:$port" --media "$C" >/dev/null 2>&1 &
-  pids+=($!)
-done
-cat >"$D/cdn.yaml" <<YAML
-listen: ["127.0.0.1:18980"]
-admin_listen: 127.0.0.1:18983
-origins: [{address: 127.0.0.1:19301}, {address: 127.0.0.1:19302}, {address: 127.0.0.1:19303}]
-dashboard: {enabled: false}
-${CDN_YAML_EXTRA:-}
-YAML
+start_origins_and_config "$C" 18980 19301 19302 19303
 sed "s|/tmp/cdn-proxy|$D/cdn-proxy|" conf/pingora.yaml >"$D/pingora.yaml"
 RUST_LOG=error target/release/cdn-proxy --cdn-conf "$D/cdn.yaml" -c "$D/pingora.yaml" &
 proxy=$!; pids+=($proxy)

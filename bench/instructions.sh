@@ -17,19 +17,9 @@ command -v valgrind >/dev/null || { echo "needs valgrind (apt-get install valgri
 D=$(mktemp -d); C=$D/media
 mkdir -p "$C"; head -c 1024 /dev/urandom >"$C/1k.bin"
 pids=()
-cleanup() { kill -9 "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$D"; }
+source bench/lib.sh
 trap cleanup EXIT
-
-for port in 19201 19202 19203; do
-  target/release/cdn-origin --listen "127.0.0.1:$port" --media "$C" >/dev/null 2>&1 &
-  pids+=($!)
-done
-cat >"$D/cdn.yaml" <<YAML
-listen: ["127.0.0.1:18880"]
-admin_listen: 127.0.0.1:18883
-origins: [{address: 127.0.0.1:19201}, {address: 127.0.0.1:19202}, {address: 127.0.0.1:19203}]
-dashboard: {enabled: false}
-YAML
+start_origins_and_config "$C" 18880 19201 19202 19203
 printf -- '---\nversion: 1\nthreads: 1\npid_file: %s/pid\nupgrade_sock: %s/upgrade.sock\nfast_timeout_to_tokio_threshold_seconds: 0\n' "$D" "$D" >"$D/pingora.yaml"
 
 # N keep-alive GETs of /videos/1k.bin over 4 connections; fails on any other answer.
