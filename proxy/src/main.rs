@@ -160,17 +160,18 @@ fn run(args: Args, config: config::Config) -> anyhow::Result<()> {
     );
     admin.add_tcp(&admin_listen.to_string());
 
+    let rater = select::Rater::new(
+        registry.clone(),
+        ratings.clone(),
+        settings,
+        balancer.clone(),
+    );
     let monitor = monitor::Monitor {
         balancer,
         registry: registry.clone(),
         config: config.clone(),
         rediscover: rediscover.clone(),
         warmup,
-    };
-    let rater = select::Rater {
-        registry: registry.clone(),
-        ratings: ratings.clone(),
-        settings,
     };
     let sidecar = hub.map(|hub| sidecar::Sidecar {
         config: dashboard,

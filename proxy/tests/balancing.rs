@@ -133,10 +133,12 @@ async fn every_policy_is_selectable_in_the_config_and_serves() {
         let mut sections = default_sections(&addrs);
         sections.insert("selection", format!("{{policy: {policy}}}"));
         let edge = start_proxy(&sections, 3).await;
-        let (served, failed) = spread(&edge, "/videos/clip.mp4", 60, 3).await;
+        // One at a time for consistent hashing: under its load bound, one
+        // path stays on one origin (with more in flight it would spill over).
+        let concurrency = if policy == "consistent" { 1 } else { 3 };
+        let (served, failed) = spread(&edge, "/videos/clip.mp4", 60, concurrency).await;
         assert_eq!(failed, 0, "{policy}");
         if policy == "consistent" {
-            // One path, one origin.
             assert_eq!(served.len(), 1, "{policy}: {served:?}");
         } else {
             assert!(served.len() >= 2, "{policy} should spread: {served:?}");

@@ -42,7 +42,7 @@ async fn sighup_applies_a_new_config_under_load_without_errors() {
     let mut next = default_sections(&addrs);
     next.insert(
         "selection",
-        "{policy: least_conn, weights: {cpu: 0.5, memory: 0.1, requests: 0.2, streams: 0.1, response_time: 0.1}}".into(),
+        "{policy: least_conn, weights: {cpu: 0.5, memory: 0.1, latency: 0.2, queue: 0.1, errors: 0.1}}".into(),
     );
     std::fs::write(&edge.cdn_yaml, render(public, admin, &next)).unwrap();
     edge.server.signal("HUP").unwrap();
@@ -55,8 +55,7 @@ async fn sighup_applies_a_new_config_under_load_without_errors() {
     let mut invalid = default_sections(&addrs[..2]);
     invalid.insert(
         "selection",
-        "{weights: {cpu: 0.5, memory: 0.3, requests: 0.2, streams: 0.1, response_time: 0.1}}"
-            .into(),
+        "{weights: {cpu: 0.5, memory: 0.3, latency: 0.2, queue: 0.1, errors: 0.1}}".into(),
     );
     std::fs::write(&edge.cdn_yaml, render(public, admin, &invalid)).unwrap();
     edge.server.signal("HUP").unwrap();

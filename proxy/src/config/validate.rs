@@ -80,7 +80,7 @@ pub(super) fn check(c: &Config) -> Result<(), (String, String)> {
     }
     let s = &c.selection;
     let w = s.weights;
-    let parts = [w.cpu, w.memory, w.requests, w.streams, w.response_time];
+    let parts = w.as_array();
     if parts.iter().any(|x| !x.is_finite() || *x < 0.0) {
         return err("selection.weights", "every weight must be 0 or more".into());
     }
@@ -112,12 +112,43 @@ pub(super) fn check(c: &Config) -> Result<(), (String, String)> {
             ),
         );
     }
-    let ceil = s.ceilings;
-    if !(ceil.requests_per_sec > 0.0 && ceil.streams > 0.0 && !ceil.response_time.is_zero()) {
-        return err("selection.ceilings", "every ceiling must be above 0".into());
+    let sc = s.scales;
+    if !(sc.latency_ratio > 1.0) {
+        return err(
+            "selection.scales.latency_ratio",
+            format!("{} must be above 1, e.g. 3", sc.latency_ratio),
+        );
+    }
+    for (key, v) in [
+        ("queue_excess", sc.queue_excess),
+        ("error_ratio", sc.error_ratio),
+        ("cpu_excess", sc.cpu_excess),
+        ("memory_excess", sc.memory_excess),
+    ] {
+        if !(v > 0.0 && v.is_finite()) {
+            return err(
+                &format!("selection.scales.{key}"),
+                format!("{v} must be a number above 0"),
+            );
+        }
+    }
+    if s.probe_every.is_zero() {
+        return err(
+            "selection.probe_every",
+            "must be above 0, e.g. 500ms".into(),
+        );
     }
     if s.ewma_decay.is_zero() {
         return err("selection.ewma_decay", "must be above 0, e.g. 10s".into());
+    }
+    if !(s.consistent_load_factor >= 1.0 && s.consistent_load_factor.is_finite()) {
+        return err(
+            "selection.consistent_load_factor",
+            format!(
+                "{} must be at least 1 (1.25 lets an origin take 25% over its share)",
+                s.consistent_load_factor
+            ),
+        );
     }
     if c.health.rise == 0 || c.health.fall == 0 {
         return err("health", "rise and fall must be at least 1".into());

@@ -8,7 +8,7 @@
 //! discovery forgets leaves no series behind.
 
 use crate::origins::{Origin, Registry, State, TTFB_BUCKETS};
-use crate::select::Ratings;
+use crate::select::{Ratings, INPUTS};
 use cdn_types::status::STATUS_CLASSES;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, LabelPair, Metric, MetricFamily, MetricType};
@@ -80,7 +80,7 @@ impl Metrics {
 }
 
 /// The names, help texts, types and label names of the per-origin families.
-const FAMILIES: [(&str, &str, MetricType, &[&str]); 10] = [
+const FAMILIES: [(&str, &str, MetricType, &[&str]); 11] = [
     (
         "cdn_requests_total",
         "Requests proxied, by origin and status class.",
@@ -122,6 +122,12 @@ const FAMILIES: [(&str, &str, MetricType, &[&str]); 10] = [
         "Load score, 0-100.",
         MetricType::GAUGE,
         &["origin"],
+    ),
+    (
+        "cdn_origin_score_points",
+        "Load score points by input (latency, queue, errors, cpu, memory); they sum to cdn_origin_score.",
+        MetricType::GAUGE,
+        &["input", "origin"],
     ),
     (
         "cdn_origin_tier",
@@ -200,6 +206,14 @@ impl OriginCollector {
             }
             "cdn_origin_score" => {
                 vec![gauge(&[("origin", l)], rating().map_or(0.0, |r| r.score()))]
+            }
+            "cdn_origin_score_points" => {
+                let points = rating().map_or([0.0; 5], |r| r.points());
+                INPUTS
+                    .iter()
+                    .zip(points)
+                    .map(|(input, p)| gauge(&[("input", input), ("origin", l)], p))
+                    .collect()
             }
             "cdn_origin_tier" => vec![gauge(
                 &[("origin", l)],

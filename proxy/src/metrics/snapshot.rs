@@ -86,8 +86,10 @@ pub struct OriginSnapshot {
     pub tier: u8,
     /// Score 0–100.
     pub score: f64,
-    /// The score's inputs.
+    /// What the score was built on.
     pub inputs: Inputs,
+    /// The score's points by input (they sum to `score`).
+    pub score_points: ScorePoints,
     /// Capacity weight.
     pub capacity: f64,
     /// Bytes from this origin over the last interval, megabits per second.
@@ -108,7 +110,7 @@ pub struct OriginSnapshot {
     pub last_health_check: HealthCheck,
 }
 
-/// The inputs of an origin's score.
+/// What an origin's score was built on.
 #[derive(Debug, Clone, Serialize)]
 pub struct Inputs {
     /// Reported CPU utilization, 0–1.
@@ -119,10 +121,43 @@ pub struct Inputs {
     pub requests_per_sec: f64,
     /// Proxy-measured requests in flight.
     pub streams: i64,
-    /// Proxy-measured EWMA of time to first byte, ms.
+    /// Proxy-measured median time to first byte over the last second or so, ms.
     pub response_time_ms: f64,
+    /// That response time over the fleet's median (at least 1).
+    pub latency_ratio: f64,
+    /// Share of recent attempts that failed, 0–1.
+    pub error_ratio: f64,
     /// Age of the last load report, ms (absent before the first).
     pub load_report_age_ms: Option<u64>,
+}
+
+/// An origin's score points by input: weight × normalised input × 100.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct ScorePoints {
+    /// From response time over the fleet's.
+    pub latency: f64,
+    /// From in-flight per unit of capacity over the fleet's.
+    pub queue: f64,
+    /// From the share of failed attempts.
+    pub errors: f64,
+    /// From reported CPU over the fleet's.
+    pub cpu: f64,
+    /// From reported memory over the fleet's.
+    pub memory: f64,
+}
+
+impl From<[f64; 5]> for ScorePoints {
+    fn from(p: [f64; 5]) -> Self {
+        // The order of select::INPUTS.
+        let [latency, queue, errors, cpu, memory] = p;
+        ScorePoints {
+            latency,
+            queue,
+            errors,
+            cpu,
+            memory,
+        }
+    }
 }
 
 /// The result of the last active check.
@@ -279,25 +314,25 @@ impl Snapshotter {
                 .iter()
                 .zip(&deltas)
                 .map(|(o, d)| {
-                    let rating = self.ratings.get(&o.addr);
-                    let (score, tier, rate) = rating.map_or((0.0, 0, 0.0), |r| {
-                        (r.score(), r.tier(), r.requests_per_sec())
-                    });
+                    let rating = self.ratings.get(&o.addr).unwrap_or_default();
                     let (unix_ms, ok) = o.health.last_check();
                     OriginSnapshot {
                         address: o.label.clone(),
                         source: o.source.clone(),
                         state: o.state(),
-                        tier,
-                        score,
+                        tier: rating.tier(),
+                        score: rating.score(),
                         inputs: Inputs {
                             cpu: o.cpu(),
                             memory: o.mem(),
-                            requests_per_sec: rate,
+                            requests_per_sec: rating.requests_per_sec(),
                             streams: o.inflight(),
-                            response_time_ms: o.ttfb.ewma() * 1000.0,
+                            response_time_ms: rating.latency() * 1000.0,
+                            latency_ratio: rating.latency_ratio().max(1.0),
+                            error_ratio: rating.error_ratio(),
                             load_report_age_ms: o.load_age_ms(),
                         },
+                        score_points: rating.points().into(),
                         capacity: o.capacity(),
                         throughput_mbps: d.bytes as f64 * 8.0 / dt / 1e6,
                         requests_total: o.requests(),

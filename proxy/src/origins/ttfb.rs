@@ -1,7 +1,7 @@
 //! One origin's time to first byte, the one source of every latency figure:
-//! the EWMA the tier policy compares, the peak EWMA p2c_ewma compares, and
-//! a histogram that `/prometheus` exports as `cdn_ttfb_seconds` and from
-//! which `/metrics` computes its average and p95.
+//! a histogram that `/prometheus` exports as `cdn_ttfb_seconds`, from which
+//! `/metrics` computes its average and p95 and the tier score its recent
+//! median; and the peak EWMA p2c_ewma compares.
 
 use crate::atomic_f64::AtomicF64;
 use crate::clock::now_ms;
@@ -18,10 +18,8 @@ pub const TTFB_BUCKETS: [f64; 19] = [
 
 /// Time to first byte of one origin's responses.
 pub struct Ttfb {
-    ewma: AtomicF64,
     peak: AtomicF64,
-    /// When both EWMAs were last updated (ms on `now_ms`'s clock): they are
-    /// always updated together, so one decay weight serves both.
+    /// When the peak EWMA was last updated (ms on `now_ms`'s clock).
     at: AtomicU64,
     /// The EWMA time constant in ms, from the config of the last sample.
     decay_ms: AtomicU64,
@@ -33,7 +31,6 @@ pub struct Ttfb {
 impl Default for Ttfb {
     fn default() -> Self {
         Ttfb {
-            ewma: AtomicF64::default(),
             peak: AtomicF64::default(),
             at: AtomicU64::new(0),
             decay_ms: AtomicU64::new(10_000),
@@ -53,13 +50,6 @@ impl Ttfb {
         let tau = decay.as_secs_f64().max(1e-3);
         let dt = now.saturating_sub(self.at.swap(now, Relaxed)) as f64 / 1000.0;
         let w = (-dt / tau).exp();
-        self.ewma.update(|e| {
-            if e == 0.0 {
-                sample
-            } else {
-                e * w + sample * (1.0 - w)
-            }
-        });
         // Peak EWMA (Finagle/Linkerd): jumps up to a slower sample at once, decays slowly.
         self.peak.update(|e| {
             if sample > e {
@@ -73,22 +63,13 @@ impl Ttfb {
         self.sum_us.fetch_add(ttfb.as_micros() as u64, Relaxed);
     }
 
-    /// EWMA, seconds, decayed by the time since the last sample (as
-    /// Linkerd's peak EWMA decays on read): an origin that stops being
-    /// picked looks cheaper over time and gets probed again, instead of
-    /// being starved by one old slow sample.
-    pub fn ewma(&self) -> f64 {
-        self.decayed(&self.ewma)
-    }
-
-    /// Peak EWMA, seconds, decayed the same way.
+    /// Peak EWMA, seconds, decayed by the time since the last sample (as
+    /// Linkerd's decays on read): an origin that stops being picked looks
+    /// cheaper over time and gets tried again, instead of being starved by
+    /// one old slow sample.
     pub fn peak(&self) -> f64 {
-        self.decayed(&self.peak)
-    }
-
-    fn decayed(&self, value: &AtomicF64) -> f64 {
         let age = now_ms().saturating_sub(self.at.load(Relaxed)) as f64;
-        value.get() * (-age / self.decay_ms.load(Relaxed) as f64).exp()
+        self.peak.get() * (-age / self.decay_ms.load(Relaxed) as f64).exp()
     }
 
     /// Samples per bucket so far (not cumulative), in [`TTFB_BUCKETS`]
@@ -121,6 +102,6 @@ mod tests {
         assert_eq!(b[TTFB_BUCKETS.len()], 1, "60 s is past every bound");
         assert_eq!(b.iter().sum::<u64>(), 4);
         assert!((t.sum_seconds() - 60.0091).abs() < 1e-9);
-        assert!(t.peak() >= t.ewma(), "the peak jumps to the slowest sample");
+        assert!(t.peak() > 50.0, "the peak jumps to the slowest sample");
     }
 }

@@ -47,6 +47,11 @@ impl Balancer {
             .await
     }
 
+    /// The selector of the current generation.
+    pub fn selector(&self) -> Arc<Selector> {
+        self.selector.load_full()
+    }
+
     /// An origin for a request with path `key`, by the policy `cfg` names:
     /// one that is up and not in `tried`.
     pub fn pick(&self, cfg: &Selection, key: &[u8], tried: &[SocketAddr]) -> Option<Arc<Origin>> {

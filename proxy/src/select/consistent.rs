@@ -1,5 +1,10 @@
-//! Consistent hashing (Ketama) on the request path: the same video goes to
-//! the same origin while it is usable, which keeps origin page caches warm.
+//! Consistent hashing with bounded loads (Mirrokni, Thorup, Zadimoghaddam,
+//! 2018) on the request path, over a Ketama ring: the same video goes to the
+//! same origin while it is usable and not overloaded, which keeps origin
+//! (and, later, edge) caches warm; an origin holding more than
+//! `consistent_load_factor` times its capacity share of the requests in
+//! flight passes the key on to the next origin on the ring, so one hot video
+//! cannot pin one origin.
 
 use super::{Pick, Policy};
 use crate::origins::Origin;
@@ -39,16 +44,35 @@ impl Policy for Consistent {
     }
 
     fn pick(&self, p: &mut Pick<'_>) -> Option<usize> {
-        // Walk the ring from the key's point to the first usable origin.
+        // The bound counts this request too: with c > 1 some origin is
+        // always under it, so the walk ends.
+        let (mut inflight, mut capacity) = (1.0, 0.0);
+        for (i, o) in p.origins.iter().enumerate() {
+            if (p.usable)(i) {
+                inflight += o.inflight() as f64;
+                capacity += o.capacity();
+            }
+        }
+        let factor = p.cfg.consistent_load_factor.max(1.0);
+        let under_bound = |o: &Origin| {
+            let bound = (factor * inflight * o.capacity() / capacity.max(1e-9)).ceil();
+            (o.inflight() as f64) < bound
+        };
+        // Walk the ring from the key's point to the first usable origin
+        // under its bound; if none is (every origin loaded alike), the first usable.
         let mut idx = p.seed as usize;
+        let mut first_usable = None;
         for _ in 0..p.origins.len() * 200 {
             let addr = self.ring.get_addr(&mut idx)?;
             if let Some(&i) = self.index.get(addr) {
                 if (p.usable)(i) {
-                    return Some(i);
+                    if under_bound(&p.origins[i]) {
+                        return Some(i);
+                    }
+                    first_usable.get_or_insert(i);
                 }
             }
         }
-        None
+        first_usable
     }
 }

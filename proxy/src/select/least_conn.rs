@@ -2,27 +2,35 @@
 
 use super::{Pick, Policy};
 
-/// Fewest in flight per unit of capacity; ties go to a random one of them
-/// (scanning from a random start), so equal origins share the load.
+/// Fewest in flight per unit of capacity; ties go to one of the tied
+/// origins chosen uniformly (reservoir sampling over the scan), so equal
+/// origins share the load evenly. Taking the first minimum from a random
+/// start would favour the origin after a busy one.
 pub struct LeastConn;
 
 impl Policy for LeastConn {
     fn pick(&self, p: &mut Pick<'_>) -> Option<usize> {
-        let n = p.origins.len();
-        if n == 0 {
-            return None;
+        let mut best: Option<(usize, f64)> = None;
+        let mut ties = 0u32;
+        for (i, o) in p.origins.iter().enumerate() {
+            if !(p.usable)(i) {
+                continue;
+            }
+            let load = o.inflight() as f64 / o.capacity().max(1e-9);
+            match best {
+                Some((_, b)) if load > b => {}
+                Some((_, b)) if load == b => {
+                    ties += 1;
+                    if p.rng.u32(..ties) == 0 {
+                        best = Some((i, load));
+                    }
+                }
+                _ => {
+                    best = Some((i, load));
+                    ties = 1;
+                }
+            }
         }
-        let start = p.rng.usize(..n);
-        (0..n)
-            .map(|k| (start + k) % n)
-            .filter(|&i| (p.usable)(i))
-            .map(|i| {
-                (
-                    i,
-                    p.origins[i].inflight() as f64 / p.origins[i].capacity().max(1e-9),
-                )
-            })
-            .min_by(|a, b| a.1.total_cmp(&b.1))
-            .map(|(i, _)| i)
+        best.map(|(i, _)| i)
     }
 }

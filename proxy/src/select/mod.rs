@@ -2,22 +2,26 @@
 //! [`Selector`], our Pingora [`BackendSelection`], which asks the policy
 //! named in the live config on every pick (so a reload can switch policy).
 //!
-//! A pick reads only atomics and allocates nothing: policies scan the
-//! origin slice with a `usable` predicate (eligible and not yet tried).
-//! The tier policy's scores and tiers are computed off the request path by
-//! the [`Rater`] (`rating.rs`, `rater.rs`); `select/` reads origins and
-//! writes nothing but ratings.
+//! A pick reads only atomics and allocates nothing; a `usable` predicate
+//! says which origins it may take (eligible and not yet tried). The tier
+//! policy's scores and tiers are computed off the request path by the
+//! [`Rater`] (`score.rs`, `rating.rs`, `rater.rs`), which also indexes them
+//! for the pick (`tier_view.rs`); `select/` reads origins and writes nothing
+//! but ratings.
 
 mod balancer;
 mod consistent;
+mod latency_window;
 mod least_conn;
 mod p2c_ewma;
 mod random;
 mod rater;
 mod rating;
 mod round_robin;
+mod score;
 mod settings;
 mod tier;
+mod tier_view;
 
 pub use balancer::Balancer;
 pub use consistent::Consistent;
@@ -27,10 +31,13 @@ pub use random::Random;
 pub use rater::Rater;
 pub use rating::{Rating, Ratings};
 pub use round_robin::RoundRobin;
+pub use score::INPUTS;
 pub use settings::{Policy as PolicyName, Selection};
 pub use tier::Tier;
+pub use tier_view::TierView;
 
 use crate::origins::Origin;
+use arc_swap::ArcSwapOption;
 use pingora::lb::selection::{BackendIter, BackendSelection};
 use pingora::lb::Backend;
 use smallvec::SmallVec;
@@ -45,6 +52,8 @@ pub struct Pick<'a> {
     pub ratings: &'a [Arc<Rating>],
     /// The selection settings in force.
     pub cfg: &'a Selection,
+    /// The rater's tier index of these origins, once it has rated them.
+    pub view: Option<&'a TierView>,
     /// Per-request state from [`Policy::seed`].
     pub seed: u64,
     /// Which origins may be picked (eligible and not yet tried for this request).
@@ -131,6 +140,7 @@ pub struct Selector {
     backends: Vec<Backend>,
     origins: Vec<Arc<Origin>>,
     ratings: Vec<Arc<Rating>>,
+    view: ArcSwapOption<TierView>,
     settings: SettingsSource,
     tier: Tier,
     round_robin: RoundRobin,
@@ -149,6 +159,7 @@ impl Selector {
             backends,
             origins,
             ratings,
+            view: ArcSwapOption::empty(),
             settings: shared.settings.clone(),
             tier: Tier,
             round_robin: RoundRobin::default(),
@@ -169,9 +180,11 @@ impl Selector {
         rng: &mut fastrand::Rng,
     ) -> Option<usize> {
         let policy = self.policy(cfg.policy);
+        let view = self.view.load();
         policy.pick(&mut Pick {
             origins: &self.origins,
             ratings: &self.ratings,
+            view: view.as_deref(),
             cfg,
             seed: policy.seed(key),
             usable,
@@ -182,6 +195,17 @@ impl Selector {
     /// The origins of this generation.
     pub fn origins(&self) -> &[Arc<Origin>] {
         &self.origins
+    }
+
+    /// Rebuilds the tier index from the ratings as they are now; `probe`
+    /// chooses, among the origins above the lowest tier, one to send a
+    /// request to (its index in [`Selector::origins`]).
+    pub fn publish_tiers(&self, probe: impl FnOnce(&TierView) -> Option<usize>) {
+        let view = TierView::build(&self.origins, &self.ratings);
+        if let Some(i) = probe(&view) {
+            view.set_probe(i);
+        }
+        self.view.store(Some(Arc::new(view)));
     }
 
     fn policy(&self, name: PolicyName) -> &dyn Policy {

@@ -19,15 +19,14 @@ fn origins(capacities: &[f64]) -> Vec<Arc<Origin>> {
 
 /// Ratings of `origins` as the rater would leave them now.
 pub(super) fn rate(origins: &[Arc<Origin>]) -> Vec<Arc<Rating>> {
-    let cfg = Selection::default();
-    origins
-        .iter()
-        .map(|o| {
-            let r = Arc::new(Rating::default());
-            r.update(o, &cfg, crate::clock::now_ms());
-            r
-        })
-        .collect()
+    let ratings: Vec<Arc<Rating>> = origins.iter().map(|_| Arc::default()).collect();
+    rating::rate_round(
+        origins,
+        &ratings,
+        &Selection::default(),
+        crate::clock::now_ms(),
+    );
+    ratings
 }
 
 /// One pick by `policy` (tests call policies directly, without Pingora).
@@ -43,6 +42,7 @@ pub(super) fn pick_once(
     policy.pick(&mut Pick {
         origins,
         ratings,
+        view: None,
         cfg: &cfg,
         seed,
         usable,
@@ -111,6 +111,116 @@ fn least_conn_picks_fewest_in_flight_per_capacity() {
 }
 
 #[test]
+fn least_conn_splits_ties_evenly_whatever_their_position() {
+    // Origin 0 is busy; 1 and 2 tie. Taking the first minimum from a random
+    // start gave origin 1 (right after the busy one) two thirds of the ties.
+    let os = origins(&[1.0, 1.0, 1.0]);
+    os[0].start_request();
+    let c = counts(&LeastConn, &os, 6000, &|_| true);
+    assert_eq!(c.get(&0), None);
+    let share = c[&1] as f64 / 6000.0;
+    assert!((0.46..0.54).contains(&share), "{c:?}");
+}
+
+#[test]
+fn consistent_hashing_bounds_the_load_of_a_hot_key() {
+    let os = origins(&[1.0, 1.0, 1.0, 1.0]);
+    let ch = Consistent::new(&os);
+    let ratings = rate(&os);
+    let mut rng = fastrand::Rng::with_seed(3);
+    let seed = ch.seed(b"/videos/hot.mp4");
+    // 400 viewers of one video, none finishing: the video's home takes its
+    // bound, then the ring passes the key on.
+    for _ in 0..400 {
+        let i = pick_once(&ch, &os, &ratings, seed, &|_| true, &mut rng).unwrap();
+        os[i].start_request();
+    }
+    let loads: Vec<i64> = os.iter().map(|o| o.inflight()).collect();
+    let bound = (1.25_f64 * 400.0 / 4.0).ceil() as i64;
+    assert!(loads.iter().all(|&n| n <= bound), "{loads:?} over {bound}");
+    assert!(
+        loads.iter().all(|&n| n > 0),
+        "every origin helps: {loads:?}"
+    );
+}
+
+#[test]
+fn consistent_hashing_moves_only_the_keys_of_an_origin_that_joins() {
+    let five = origins(&[1.0, 1.0, 1.0, 1.0, 1.0]);
+    let four = &five[..4];
+    let (ch4, ch5) = (Consistent::new(four), Consistent::new(&five));
+    let (r4, r5) = (rate(four), rate(&five));
+    let mut rng = fastrand::Rng::with_seed(5);
+    let mut moved = 0;
+    for k in 0..1000 {
+        let key = format!("/videos/clip-{k}.mp4");
+        let a = pick_once(
+            &ch4,
+            four,
+            &r4,
+            ch4.seed(key.as_bytes()),
+            &|_| true,
+            &mut rng,
+        );
+        let b = pick_once(
+            &ch5,
+            &five,
+            &r5,
+            ch5.seed(key.as_bytes()),
+            &|_| true,
+            &mut rng,
+        );
+        if a != b {
+            assert_eq!(b, Some(4), "{key} moved between old origins");
+            moved += 1;
+        }
+    }
+    assert!((100..300).contains(&moved), "about a fifth move: {moved}");
+}
+
+#[test]
+fn tier_picks_from_the_view_probes_once_and_skips_unusable_draws() {
+    let os = origins(&[1.0, 1.0, 1.0, 1.0]);
+    let ratings = rate(&os);
+    // Origin 3 reports full CPU: tier 1.
+    os[3].set_load(&LoadReport {
+        cpu_utilization: 1.0,
+        ..Default::default()
+    });
+    rating::rate_round(&os, &ratings, &Selection::default(), crate::clock::now_ms());
+    assert_eq!(ratings[3].tier(), 1);
+    let view = TierView::build(&os, &ratings);
+    assert_eq!(view.above_lowest().collect::<Vec<_>>(), vec![3]);
+    view.set_probe(3);
+    let cfg = Selection::default();
+    let mut rng = fastrand::Rng::with_seed(9);
+    let mut pick = |usable: &dyn Fn(usize) -> bool| {
+        Tier.pick(&mut Pick {
+            origins: &os,
+            ratings: &ratings,
+            view: Some(&view),
+            cfg: &cfg,
+            seed: 0,
+            usable,
+            rng: &mut rng,
+        })
+    };
+    assert_eq!(pick(&|_| true), Some(3), "the probe goes first");
+    let mut c = [0; 4];
+    for _ in 0..300 {
+        c[pick(&|_| true).unwrap()] += 1;
+    }
+    assert_eq!(c[3], 0, "then tier 1 gets nothing: {c:?}");
+    assert!(c[..3].iter().all(|&n| n > 60), "{c:?}");
+    // Origins 0 and 1 tried already: 2 every time, never a tried one.
+    for _ in 0..50 {
+        assert_eq!(pick(&|i| i >= 2), Some(2));
+    }
+    // Only the tier-1 origin usable: found by the scan.
+    assert_eq!(pick(&|i| i == 3), Some(3));
+}
+
+#[test]
 fn p2c_ewma_prefers_the_cheaper_of_two() {
     let os = origins(&[1.0, 1.0]);
     let decay = std::time::Duration::from_secs(10);
@@ -162,7 +272,7 @@ fn consistent_hashing_is_sticky_and_moves_only_what_it_must() {
 #[test]
 fn tier_policy_sends_nothing_to_a_higher_tier_while_a_lower_one_is_usable() {
     let os = origins(&[1.0, 1.0, 1.0]);
-    // Origin 0 reports full CPU and memory: score 55 → tier 2.
+    // Origin 0 reports full CPU and memory, its peers none: score 40 → tier 1.
     os[0].set_load(&LoadReport {
         cpu_utilization: 1.0,
         mem_utilization: 1.0,

@@ -1,14 +1,19 @@
 //! The one writer of every [`Rating`](super::Rating): a background service
-//! that rates every origin every [`RATE_EVERY`], whatever the policy (the
-//! dashboard shows scores and tiers for all of them). Picks never compute a
-//! score: they read the tier, so a pick stays a few atomic loads.
+//! that, every [`RATE_EVERY`] and whatever the policy (the dashboard shows
+//! scores and tiers for all of them), measures every origin, takes the
+//! fleet's references from the origins taking traffic, scores each origin
+//! against them, and rebuilds the current selector's tier index. Picks
+//! never compute a score: they read the index, so a pick stays a few
+//! atomic loads whatever the fleet's size.
 
-use super::{Ratings, SettingsSource};
+use super::rating::rate_round;
+use super::{Balancer, Ratings, SettingsSource};
 use crate::clock::now_ms;
 use crate::origins::Registry;
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,20 +28,55 @@ pub struct Rater {
     pub registry: Arc<Registry>,
     /// Where the ratings go.
     pub ratings: Arc<Ratings>,
-    /// The weights, ceilings and bounds in force.
+    /// The weights, scales and bounds in force.
     pub settings: SettingsSource,
+    /// Whose tier index to rebuild.
+    pub balancer: Arc<Balancer>,
+    /// When (ms) the next probe may be sent.
+    next_probe_ms: AtomicU64,
+    /// Turns through the origins due probes.
+    probe_turn: AtomicUsize,
 }
 
 impl Rater {
-    /// One round: rates every origin and forgets the ratings of origins gone.
+    /// A rater with no round done yet.
+    pub fn new(
+        registry: Arc<Registry>,
+        ratings: Arc<Ratings>,
+        settings: SettingsSource,
+        balancer: Arc<Balancer>,
+    ) -> Self {
+        Rater {
+            registry,
+            ratings,
+            settings,
+            balancer,
+            next_probe_ms: AtomicU64::new(0),
+            probe_turn: AtomicUsize::new(0),
+        }
+    }
+
+    /// One round: rates every origin, forgets the ratings of origins gone,
+    /// and rebuilds the tier index.
     pub fn rate_all(&self) {
         let settings = (self.settings)();
         let origins = self.registry.all();
         let now = now_ms();
-        for o in &origins {
-            self.ratings.of(o.addr).update(o, &settings, now);
-        }
+        let ratings: Vec<_> = origins.iter().map(|o| self.ratings.of(o.addr)).collect();
+        rate_round(&origins, &ratings, &settings, now);
         self.ratings.retain(&origins);
+        self.balancer.selector().publish_tiers(|view| {
+            if now < self.next_probe_ms.load(Relaxed) {
+                return None;
+            }
+            let due: Vec<usize> = view.above_lowest().collect();
+            if due.is_empty() {
+                return None;
+            }
+            let every = settings.probe_every.as_millis() as u64;
+            self.next_probe_ms.store(now + every, Relaxed);
+            Some(due[self.probe_turn.fetch_add(1, Relaxed) % due.len()])
+        });
     }
 }
 

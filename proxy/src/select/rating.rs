@@ -1,8 +1,10 @@
-//! The tier policy's view of each origin: its 0–100 load score, its tier
-//! (with hysteresis) and the request rate the score is built on. One
-//! writer, the [`Rater`](super::Rater), refreshes every rating a few times
+//! The tier policy's view of each origin: its 0–100 load score, broken down
+//! by input, its tier (with hysteresis), and what the score was built on.
+//! One writer, the [`Rater`](super::Rater), refreshes every rating ten times
 //! a second; picks, `/metrics`, `/prometheus` and the dashboard only read.
 
+use super::latency_window::LatencyWindow;
+use super::score::{points, tier_with_hysteresis, Fleet, Signals};
 use super::Selection;
 use crate::atomic_f64::AtomicF64;
 use crate::origins::Origin;
@@ -11,22 +13,39 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
-/// The time over which the request rate is smoothed, seconds.
+/// The time over which the request rate and error ratio are smoothed, seconds.
 const RATE_WINDOW_S: f64 = 1.0;
+/// The time over which the in-flight count is smoothed, seconds.
+const QUEUE_WINDOW_S: f64 = 0.5;
 
 /// One origin's rating.
 #[derive(Default)]
 pub struct Rating {
     score: AtomicF64,
     tier: AtomicU8,
+    /// Each input's points, in [`INPUTS`](super::INPUTS) order.
+    points: [AtomicF64; 5],
+    /// Median recent time to first byte, seconds (0 before any response).
+    latency: AtomicF64,
+    /// That latency over the fleet's (1 when it is the reference or unknown).
+    latency_ratio: AtomicF64,
     /// Requests per second, smoothed over about [`RATE_WINDOW_S`].
     rate: AtomicF64,
-    /// The origin's time-to-first-byte EWMA (decayed), seconds. Its time
-    /// constant is seconds long, so a value at most one rating old is as
-    /// good as a fresh read, and a pick saves a clock read and an `exp`.
-    ttfb: AtomicF64,
-    /// The origin's request count and the time (ms) at the last update.
-    last: Mutex<Option<(u64, u64)>>,
+    /// Failed attempts per second, smoothed like `rate`.
+    fail_rate: AtomicF64,
+    /// The rater's own bookkeeping.
+    tracker: Mutex<Tracker>,
+}
+
+/// What the rater keeps between rounds for one origin.
+#[derive(Default)]
+struct Tracker {
+    /// Request and error counts and the time (ms) at the last round.
+    last: Option<(u64, u64, u64)>,
+    latency: LatencyWindow,
+    /// The last latency measured, kept while no new response arrives.
+    latency_held: Option<f64>,
+    queue: f64,
 }
 
 impl Rating {
@@ -38,82 +57,105 @@ impl Rating {
     pub fn score(&self) -> f64 {
         self.score.get()
     }
-    /// The request rate the score used, requests per second.
+    /// Each input's points, in [`INPUTS`](super::INPUTS) order.
+    pub fn points(&self) -> [f64; 5] {
+        std::array::from_fn(|i| self.points[i].get())
+    }
+    /// The request rate, requests per second.
     pub fn requests_per_sec(&self) -> f64 {
         self.rate.get()
     }
-    /// The time-to-first-byte EWMA the score used, seconds.
-    pub fn ttfb(&self) -> f64 {
-        self.ttfb.get()
+    /// Median recent time to first byte, seconds.
+    pub fn latency(&self) -> f64 {
+        self.latency.get()
+    }
+    /// Recent latency over the fleet's reference (at least 1).
+    pub fn latency_ratio(&self) -> f64 {
+        self.latency_ratio.get()
+    }
+    /// Share of recent attempts that failed.
+    pub fn error_ratio(&self) -> f64 {
+        let rate = self.rate.get();
+        if rate > 1e-6 {
+            (self.fail_rate.get() / rate).min(1.0)
+        } else {
+            0.0
+        }
     }
 
-    /// Refreshes the rating from the origin's live figures at `now_ms`:
-    /// the request rate from its request count, then the score, then the
-    /// tier. Only the [`Rater`](super::Rater) calls this.
-    pub fn update(&self, o: &Origin, s: &Selection, now_ms: u64) {
-        let requests = o.requests();
-        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((n, at)) = *last {
+    /// Measures the origin at `now_ms`: request rate, error ratio, windowed
+    /// latency, smoothed in-flight per unit of capacity, and its reported
+    /// CPU and memory. Only the [`Rater`](super::Rater) calls this.
+    pub fn measure(&self, o: &Origin, now_ms: u64) -> Signals {
+        let mut t = self.tracker.lock().unwrap_or_else(|p| p.into_inner());
+        let (requests, errors) = (o.requests(), o.errors());
+        if let Some((n, e, at)) = t.last {
             let dt = now_ms.saturating_sub(at) as f64 / 1000.0;
             if dt > 0.0 {
-                let sample = requests.saturating_sub(n) as f64 / dt;
+                let sent = requests.saturating_sub(n);
+                let failed = errors.saturating_sub(e);
                 let w = (-dt / RATE_WINDOW_S).exp();
-                self.rate.update(|r| r * w + sample * (1.0 - w));
+                self.rate.update(|r| r * w + sent as f64 / dt * (1.0 - w));
+                self.fail_rate
+                    .update(|r| r * w + failed as f64 / dt * (1.0 - w));
+                let wq = (-dt / QUEUE_WINDOW_S).exp();
+                let queue = o.inflight() as f64 / o.capacity().max(1e-9);
+                t.queue = t.queue * wq + queue * (1.0 - wq);
             }
         }
-        *last = Some((requests, now_ms));
-        drop(last);
-        let ttfb = o.ttfb.ewma();
-        self.ttfb.set(ttfb);
-        let score = score(o, self.rate.get(), ttfb, s);
+        t.last = Some((requests, errors, now_ms));
+        if let Some(l) = t.latency.update(o) {
+            t.latency_held = Some(l);
+        }
+        self.latency.set(t.latency_held.unwrap_or(0.0));
+        Signals {
+            latency: t.latency_held,
+            queue: t.queue,
+            error_ratio: self.error_ratio(),
+            cpu: o.cpu(),
+            memory: o.mem(),
+        }
+    }
+
+    /// Scores `signals` against the fleet and moves the tier. Only the
+    /// [`Rater`](super::Rater) calls this.
+    pub fn rate(&self, signals: &Signals, fleet: &Fleet, s: &Selection) {
+        let p = points(signals, fleet, s);
+        for (slot, v) in self.points.iter().zip(p) {
+            slot.set(v);
+        }
+        let ratio = match (signals.latency, fleet.latency) {
+            (Some(own), Some(reference)) => {
+                (own / reference.max(s.scales.latency_floor.as_secs_f64())).max(1.0)
+            }
+            _ => 1.0,
+        };
+        self.latency_ratio.set(ratio);
+        let score = p.iter().sum::<f64>();
         self.score.set(score);
         self.tier
             .store(tier_with_hysteresis(score, self.tier(), s), Relaxed);
     }
 }
 
-/// The 0–100 load score of the original system, on fresh inputs (`rate`
-/// in requests per second, `ttfb` in seconds):
-/// `w.cpu·cpu + w.memory·mem + w.requests·rate + w.streams·in_flight + w.response_time·ttfb`,
-/// each input normalised to 0–1 by its ceiling (rate and streams ceilings scale with capacity).
-pub fn score(o: &Origin, rate: f64, ttfb: f64, s: &Selection) -> f64 {
-    let (w, c) = (s.weights, s.ceilings);
-    let cap = o.capacity().max(1e-9);
-    let req = rate / (c.requests_per_sec * cap);
-    let streams = o.inflight() as f64 / (c.streams * cap);
-    let resp = ttfb / c.response_time.as_secs_f64();
-    let clamp = |x: f64| x.clamp(0.0, 1.0);
-    100.0
-        * (w.cpu * clamp(o.cpu())
-            + w.memory * clamp(o.mem())
-            + w.requests * clamp(req)
-            + w.streams * clamp(streams)
-            + w.response_time * clamp(resp))
-}
-
-/// The tier of `score` for an origin now in tier `prev`: it leaves its tier
-/// only once the score is `hysteresis` points past the tier's bounds, so an
-/// origin near a bound does not flap.
-pub fn tier_with_hysteresis(score: f64, prev: u8, s: &Selection) -> u8 {
-    let b = s.tier_bounds;
-    let raw = b.iter().position(|bound| score < *bound).unwrap_or(3) as u8;
-    if raw == prev {
-        return prev;
-    }
-    let lower = if prev == 0 {
-        f64::NEG_INFINITY
-    } else {
-        b[prev as usize - 1]
-    };
-    let upper = if prev >= 3 {
-        f64::INFINITY
-    } else {
-        b[prev as usize]
-    };
-    if score >= lower - s.hysteresis && score < upper + s.hysteresis {
-        prev
-    } else {
-        raw
+/// One rating round at `now_ms`: measures every origin, takes the fleet's
+/// references from those taking traffic, and rates each against them
+/// (`ratings` in the same order as `origins`).
+pub fn rate_round(origins: &[Arc<Origin>], ratings: &[Arc<Rating>], s: &Selection, now_ms: u64) {
+    let signals: Vec<Signals> = origins
+        .iter()
+        .zip(ratings)
+        .map(|(o, r)| r.measure(o, now_ms))
+        .collect();
+    let peers: Vec<Signals> = signals
+        .iter()
+        .zip(origins)
+        .filter(|(_, o)| o.eligible())
+        .map(|(s, _)| *s)
+        .collect();
+    let fleet = Fleet::of(&peers);
+    for (r, sig) in ratings.iter().zip(&signals) {
+        r.rate(sig, &fleet, s);
     }
 }
 
@@ -147,65 +189,58 @@ impl Ratings {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cdn_types::LoadReport;
+    use crate::origins::Ejection;
+    use std::time::Duration;
 
     fn origin() -> Origin {
         Origin::new("127.0.0.1:1".parse().unwrap(), "static", 1.0)
     }
 
     #[test]
-    fn score_follows_the_original_formula() {
-        let o = origin();
-        let s = Selection::default();
-        o.set_load(&LoadReport {
-            cpu_utilization: 0.5,
-            mem_utilization: 1.0,
-            ..Default::default()
-        });
-        // 100 * (0.30*0.5 + 0.25*1.0) = 40
-        assert!((score(&o, 0.0, 0.0, &s) - 40.0).abs() < 1e-9);
-        for _ in 0..50 {
-            o.start_request();
-        }
-        // + 100 * 0.15 * 50/100 = 7.5
-        assert!((score(&o, 0.0, 0.0, &s) - 47.5).abs() < 1e-9);
-        // + 100 * 0.20 * 250/500 = 10
-        assert!((score(&o, 250.0, 0.0, &s) - 57.5).abs() < 1e-9);
-    }
-
-    #[test]
-    fn tiers_have_hysteresis() {
-        let s = Selection::default(); // bounds 25/50/75, hysteresis 5
-        assert_eq!(tier_with_hysteresis(27.0, 0, &s), 0, "inside 25+5");
-        assert_eq!(tier_with_hysteresis(30.0, 0, &s), 1, "past the band");
-        assert_eq!(tier_with_hysteresis(24.0, 1, &s), 1, "inside 25-5");
-        assert_eq!(tier_with_hysteresis(18.0, 1, &s), 0, "moves down");
-        assert_eq!(tier_with_hysteresis(90.0, 0, &s), 3, "jumps tiers");
-    }
-
-    #[test]
     fn the_rate_comes_from_the_request_count() {
         let o = origin();
         let r = Rating::default();
-        let s = Selection::default();
-        r.update(&o, &s, 1_000);
+        r.measure(&o, 1_000);
         for _ in 0..100 {
             o.start_request();
         }
         // 100 requests in 0.1 s is 1000/s; smoothed over a second it shows about a tenth.
-        r.update(&o, &s, 1_100);
+        r.measure(&o, 1_100);
         let first = r.requests_per_sec();
         assert!((90.0..100.0).contains(&first), "{first}");
         for t in 1..=30 {
             for _ in 0..100 {
                 o.start_request();
             }
-            r.update(&o, &s, 1_100 + t * 100);
+            r.measure(&o, 1_100 + t * 100);
         }
         let steady = r.requests_per_sec();
         assert!((950.0..=1000.0).contains(&steady), "{steady}");
         // A quiet second brings it down.
-        r.update(&o, &s, 1_100 + 31 * 100 + 1000);
+        r.measure(&o, 1_100 + 31 * 100 + 1000);
         assert!(r.requests_per_sec() < 0.4 * steady);
+    }
+
+    #[test]
+    fn errors_and_latency_follow_the_origin_within_seconds() {
+        let o = origin();
+        let r = Rating::default();
+        let cfg = Ejection::default();
+        let mut now = 0;
+        let mut signals = Signals::default();
+        // Two seconds at 100 requests a second, 10 ms each, one in ten failing.
+        for _ in 0..20 {
+            now += 100;
+            for k in 0..10 {
+                o.start_request();
+                o.observe_ttfb(Duration::from_millis(10), now, Duration::from_secs(10));
+                o.record_outcome(k != 0, &cfg);
+                o.end_request();
+            }
+            signals = r.measure(&o, now);
+        }
+        let latency = signals.latency.unwrap();
+        assert!((0.0075..=0.010).contains(&latency), "{latency}");
+        assert!((0.07..=0.13).contains(&signals.error_ratio), "{signals:?}");
     }
 }

@@ -1,33 +1,52 @@
 //! A deterministic simulation (no sockets, seeded randomness, simulated
-//! time): origins of different capacities whose load reports refresh only
-//! once a simulated second, and a steady stream of picks. It shows the
-//! herding of "argmin on the polled score" and that the tier policy does not herd.
+//! time): origins of different capacities serving queues, whose load
+//! reports refresh only once a simulated second, and a steady stream of
+//! picks. It shows the herding of "argmin on the polled score", that the
+//! tier policy does not herd, that it moves traffic off a slow origin, and
+//! that a stall hitting every origin alike reshuffles nothing.
 
-use super::Selection;
-use super::{Rating, Tier};
+use super::rating::rate_round;
+use super::{Pick, Policy, Rating, Selection, Tier, TierView};
 use crate::origins::Origin;
 use cdn_types::LoadReport;
+use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Duration;
 
 const CAPACITIES: [f64; 5] = [1.0, 1.0, 2.0, 2.0, 4.0];
 /// Requests one unit of capacity completes per tick.
 const SERVICE_PER_UNIT: f64 = 10.0;
 /// Ticks per simulated second (a tick is 10 ms).
 const TICKS_PER_SEC: usize = 100;
+const TICK_MS: u64 = 10;
 const SECONDS: usize = 20;
 
-struct Outcome {
-    /// Per tick, after arrivals: max over origins of in-flight/capacity, divided by the mean of it.
-    imbalance: Vec<f64>,
-    completed: u64,
+/// What can go wrong in a run.
+#[derive(Clone, Copy, Default)]
+struct Faults {
+    /// This origin answers this many ticks later than the others.
+    slow: Option<(usize, usize)>,
+    /// No origin completes anything from this tick for this many ticks.
+    stall: Option<(usize, usize)>,
 }
 
-/// Runs the simulation, picking with `pick(origins, ratings, stale_snapshot)`;
-/// the ratings are refreshed every 10 ticks (100 simulated ms), as the rater does.
-fn simulate(
-    load: f64,
-    mut pick: impl FnMut(&[Arc<Origin>], &[Arc<Rating>], &[(f64, i64)]) -> usize,
-) -> Outcome {
+struct Outcome {
+    /// Per tick after the first two seconds: max over origins of
+    /// in-flight/capacity, divided by the mean of it.
+    imbalance: Vec<f64>,
+    completed: u64,
+    /// Picks per origin in each simulated second.
+    picks: Vec<[u64; CAPACITIES.len()]>,
+    /// The highest tier each origin reached after the first two seconds.
+    max_tier: [u8; CAPACITIES.len()],
+}
+
+/// How a run picks: `(origins, ratings, view, polled (cpu, in-flight))`.
+type Picker<'a> = dyn FnMut(&[Arc<Origin>], &[Arc<Rating>], &TierView, &[(f64, i64)]) -> usize + 'a;
+
+/// Runs the simulation; the ratings and the tier view are refreshed every
+/// 10 ticks (100 simulated ms), as the rater does.
+fn simulate(load: f64, faults: Faults, pick: &mut Picker<'_>) -> Outcome {
     let origins: Vec<Arc<Origin>> = CAPACITIES
         .iter()
         .enumerate()
@@ -39,22 +58,38 @@ fn simulate(
         .collect();
     let total_service: f64 = CAPACITIES.iter().map(|c| c * SERVICE_PER_UNIT).sum();
     let arrivals_per_tick = (total_service * load) as usize;
+    let mut queues: Vec<VecDeque<usize>> = vec![VecDeque::new(); origins.len()];
     // What the polled load report says, refreshed once a second: (cpu, in-flight).
     let mut snapshot = vec![(0.0, 0i64); origins.len()];
     let mut busy_in_second = vec![0.0; origins.len()];
-    let mut imbalance = Vec::new();
-    let mut completed = 0;
+    let mut out = Outcome {
+        imbalance: Vec::new(),
+        completed: 0,
+        picks: Vec::new(),
+        max_tier: [0; CAPACITIES.len()],
+    };
     let ratings: Vec<Arc<Rating>> = origins.iter().map(|_| Arc::default()).collect();
     let cfg = Selection::default();
+    let mut view = TierView::build(&origins, &ratings);
     for tick in 0..SECONDS * TICKS_PER_SEC {
+        let now_ms = tick as u64 * TICK_MS;
         if tick % 10 == 0 {
-            for (o, r) in origins.iter().zip(&ratings) {
-                r.update(o, &cfg, (tick * 10) as u64);
+            rate_round(&origins, &ratings, &cfg, now_ms);
+            view = TierView::build(&origins, &ratings);
+            if tick >= 2 * TICKS_PER_SEC {
+                for (m, r) in out.max_tier.iter_mut().zip(&ratings) {
+                    *m = (*m).max(r.tier());
+                }
             }
         }
+        if tick % TICKS_PER_SEC == 0 {
+            out.picks.push([0; CAPACITIES.len()]);
+        }
         for _ in 0..arrivals_per_tick {
-            let i = pick(&origins, &ratings, &snapshot);
+            let i = pick(&origins, &ratings, &view, &snapshot);
             origins[i].start_request();
+            queues[i].push_back(tick);
+            out.picks.last_mut().unwrap()[i] += 1;
         }
         // The load each origin faces this tick: in flight after arrivals, per unit of capacity.
         if tick >= 2 * TICKS_PER_SEC {
@@ -64,15 +99,28 @@ fn simulate(
                 .collect();
             let mean = norm.iter().sum::<f64>() / norm.len() as f64;
             let max = norm.iter().cloned().fold(0.0, f64::max);
-            imbalance.push(max / mean);
+            out.imbalance.push(max / mean);
         }
+        let stalled = faults
+            .stall
+            .is_some_and(|(from, len)| (from..from + len).contains(&tick));
         for (i, o) in origins.iter().enumerate() {
-            let can = (CAPACITIES[i] * SERVICE_PER_UNIT) as i64;
-            let done = o.inflight().min(can);
-            for _ in 0..done {
-                o.end_request();
+            let can = (CAPACITIES[i] * SERVICE_PER_UNIT) as usize;
+            let delay = faults.slow.filter(|s| s.0 == i).map_or(0, |s| s.1);
+            let mut done = 0;
+            while done < can && !stalled {
+                match queues[i].front() {
+                    Some(&arrived) if arrived + delay <= tick => {
+                        queues[i].pop_front();
+                        let ttfb = Duration::from_millis((tick - arrived + 1) as u64 * TICK_MS);
+                        o.observe_ttfb(ttfb, now_ms, cfg.ewma_decay);
+                        o.end_request();
+                        done += 1;
+                    }
+                    _ => break,
+                }
             }
-            completed += done as u64;
+            out.completed += done as u64;
             busy_in_second[i] += done as f64 / can as f64;
         }
         if (tick + 1) % TICKS_PER_SEC == 0 {
@@ -88,10 +136,7 @@ fn simulate(
             }
         }
     }
-    Outcome {
-        imbalance,
-        completed,
-    }
+    out
 }
 
 fn percentile(v: &[f64], p: f64) -> f64 {
@@ -104,28 +149,44 @@ fn percentile(v: &[f64], p: f64) -> f64 {
 fn argmin_on_polled_score(
     origins: &[Arc<Origin>],
     _ratings: &[Arc<Rating>],
+    _view: &TierView,
     snapshot: &[(f64, i64)],
 ) -> usize {
-    let s = Selection::default();
     let score = |i: usize| {
         let (cpu, inflight) = snapshot[i];
-        let streams = (inflight as f64 / (s.ceilings.streams * origins[i].capacity())).min(1.0);
-        100.0 * (s.weights.cpu * cpu + s.weights.memory * 0.3 + s.weights.streams * streams)
+        let streams = (inflight as f64 / (100.0 * origins[i].capacity())).min(1.0);
+        100.0 * (0.30 * cpu + 0.25 * 0.3 + 0.15 * streams)
     };
     (0..origins.len())
         .min_by(|&a, &b| score(a).total_cmp(&score(b)))
         .unwrap()
 }
 
+/// The tier policy as the proxy runs it, over the rater's view.
+fn tier_picker(
+    rng: &mut fastrand::Rng,
+) -> impl FnMut(&[Arc<Origin>], &[Arc<Rating>], &TierView, &[(f64, i64)]) -> usize + '_ {
+    let cfg = Selection::default();
+    move |origins, ratings, view, _| {
+        Tier.pick(&mut Pick {
+            origins,
+            ratings,
+            view: Some(view),
+            cfg: &cfg,
+            seed: 0,
+            usable: &|_| true,
+            rng,
+        })
+        .unwrap()
+    }
+}
+
 #[test]
 fn argmin_on_polled_scores_herds_and_the_tier_policy_does_not() {
     for load in [0.5, 0.8, 0.95] {
-        let herd = simulate(load, argmin_on_polled_score);
+        let herd = simulate(load, Faults::default(), &mut argmin_on_polled_score);
         let mut rng = fastrand::Rng::with_seed(7);
-        let tier = simulate(load, |origins, ratings, _| {
-            super::policies_test::pick_once(&Tier, origins, ratings, 0, &|_| true, &mut rng)
-                .unwrap()
-        });
+        let tier = simulate(load, Faults::default(), &mut tier_picker(&mut rng));
 
         let (h50, h99) = (
             percentile(&herd.imbalance, 0.5),
@@ -149,5 +210,55 @@ fn argmin_on_polled_scores_herds_and_the_tier_policy_does_not() {
             tier.completed >= herd.completed,
             "and it serves at least as much"
         );
+        assert_eq!(tier.max_tier, [0; 5], "a healthy fleet stays in tier 0");
+    }
+}
+
+#[test]
+fn the_tier_policy_moves_traffic_off_a_slow_origin() {
+    // Origin 2 (capacity 2 of 10) answers 20 ms later than the others.
+    let mut rng = fastrand::Rng::with_seed(11);
+    let out = simulate(
+        0.6,
+        Faults {
+            slow: Some((2, 2)),
+            ..Faults::default()
+        },
+        &mut tier_picker(&mut rng),
+    );
+    let late: u64 = out.picks[5..].iter().map(|s| s[2]).sum();
+    let all: u64 = out.picks[5..].iter().flat_map(|s| s.iter()).sum();
+    let share = late as f64 / all as f64;
+    println!("slow origin: share {share:.4}, tiers {:?}", out.max_tier);
+    assert!(out.max_tier[2] >= 1, "{:?}", out.max_tier);
+    // Its capacity share is 0.2; only probes reach it.
+    assert!(share < 0.01, "slow origin's share {share}");
+    assert_eq!(out.max_tier.iter().filter(|&&t| t > 0).count(), 1);
+}
+
+#[test]
+fn a_stall_that_hits_every_origin_alike_reshuffles_nothing() {
+    // Every origin stops for 280 ms at 10 s.
+    let mut rng = fastrand::Rng::with_seed(13);
+    let stall = simulate(
+        0.6,
+        Faults {
+            stall: Some((10 * TICKS_PER_SEC, 28)),
+            ..Faults::default()
+        },
+        &mut tier_picker(&mut rng),
+    );
+    assert_eq!(stall.max_tier, [0; 5], "nobody changes tier");
+    // Each second's shares stay at the capacity shares (0.1, 0.1, 0.2, 0.2, 0.4).
+    for (s, picks) in stall.picks.iter().enumerate().skip(2) {
+        let all: u64 = picks.iter().sum();
+        for (i, &n) in picks.iter().enumerate() {
+            let share = n as f64 / all as f64;
+            let want = CAPACITIES[i] / 10.0;
+            assert!(
+                (share - want).abs() < 0.05,
+                "second {s}: origin {i} share {share:.3}, capacity share {want}"
+            );
+        }
     }
 }

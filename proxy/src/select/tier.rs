@@ -1,22 +1,31 @@
-//! The weighted four-tier policy of the original system, made safe under load.
+//! The weighted four-tier policy of the original system, made to win when an
+//! origin degrades.
 //!
-//! Every origin is scored 0–100 (the original formula on fresh inputs) and
-//! placed in a tier with hysteresis by the [`Rater`](super::Rater), ten
-//! times a second; traffic goes to the lowest tier among usable origins. Inside that tier the pick is a power of
-//! two choices on a live cost, never argmin and never uniform: two
+//! Every origin is scored 0–100 on inputs measured against the fleet
+//! (`score.rs`) and placed in a tier with hysteresis by the
+//! [`Rater`](super::Rater), ten times a second; traffic goes to the lowest
+//! tier among usable origins. Inside that tier the pick is a power of two
+//! choices on a live cost, never argmin and never uniform: two
 //! capacity-weighted candidates, and the one with the clearly lower
-//! `(in_flight + 1) / capacity × (1 + ttfb_ewma / response_time_ceiling)`
-//! wins. Scores built on once-a-second load reports would otherwise send
-//! every request of that second to the same "best" origin (herding); the
-//! live in-flight count breaks the tie request by request.
+//! `(in_flight + 1) / capacity × max(1, latency_ratio / 1.5)` wins
+//! (`latency_ratio`: its recent response time over the fleet's). Scores built on
+//! once-a-second load reports would otherwise send every request of that
+//! second to the same "best" origin (herding); the live in-flight count
+//! breaks the tie request by request.
 //!
 //! "Clearly": costs within [`TIE`] of each other are a tie, and a tie goes
-//! to the first (capacity-weighted random) candidate. With two origins in a
-//! tier both are always compared, and a strict comparison of two idle
-//! origins' sub-millisecond latencies would be argmin on noise, starving one.
+//! to the first (capacity-weighted random) candidate, so two idle origins
+//! are not compared on noise.
+//!
+//! An origin in a higher tier gets no traffic, so nothing would tell the
+//! rater when it recovers: every `probe_every` the rater marks one of them,
+//! and the next pick sends it one request.
+//!
+//! The pick reads the rater's [`TierView`](super::TierView) and draws from
+//! it by binary search: its cost does not grow with the fleet. Without a
+//! view (no round rated yet) it scans.
 
-use super::Selection;
-use super::{Pick, Policy, Rating};
+use super::{Pick, Policy, Rating, TierView};
 use crate::origins::Origin;
 
 /// The tier policy (the default).
@@ -25,29 +34,66 @@ pub struct Tier;
 /// Costs closer than this ratio are a tie.
 pub const TIE: f64 = 0.05;
 
-/// The live cost compared inside a tier: in-flight count now, latency as
-/// of the last rating (an EWMA over seconds: a tenth of a second old is fresh).
-pub(crate) fn live_cost(o: &Origin, r: &Rating, cfg: &Selection) -> f64 {
-    let latency = 1.0 + r.ttfb() / cfg.ceilings.response_time.as_secs_f64();
+/// Draws of a candidate that may land on an unusable origin (tried by this
+/// request, or gone down since the view was built) before the pick scans.
+const DRAWS: usize = 4;
+
+/// Latency ratios up to this are noise inside a tier: healthy origins
+/// differ by tens of percent from one second to the next, and with nothing
+/// in flight a strict comparison would starve the one that is a little slower.
+pub const LATENCY_NOISE: f64 = 1.5;
+
+/// The live cost compared inside a tier: in-flight count now, latency (its
+/// ratio to the fleet's, past [`LATENCY_NOISE`]) as of the last rating.
+pub(crate) fn live_cost(o: &Origin, r: &Rating) -> f64 {
+    let latency = (r.latency_ratio() / LATENCY_NOISE).max(1.0);
     (o.inflight() as f64 + 1.0) / o.capacity().max(1e-9) * latency
+}
+
+impl Tier {
+    /// The pick from the rater's view; `None` when the view has no usable
+    /// candidate (then the caller scans).
+    fn pick_from_view(&self, view: &TierView, p: &mut Pick<'_>) -> Option<usize> {
+        if let Some(i) = view.take_probe() {
+            if (p.usable)(i) {
+                return Some(i);
+            }
+        }
+        let tier = view.lowest()?;
+        let first = (0..DRAWS)
+            .filter_map(|_| tier.draw(p.rng, None))
+            .find(|&(i, _)| (p.usable)(i))?;
+        let second = if tier.len() > 1 {
+            (0..DRAWS)
+                .filter_map(|_| tier.draw(p.rng, Some(first.1)))
+                .find(|&(i, _)| (p.usable)(i))
+        } else {
+            None
+        };
+        Some(self.better(first.0, second.map(|s| s.0), p))
+    }
+
+    /// `b` if its live cost is clearly lower than `a`'s, else `a`.
+    fn better(&self, a: usize, b: Option<usize>, p: &Pick<'_>) -> usize {
+        let (o, r) = (p.origins, p.ratings);
+        match b {
+            Some(b) if live_cost(&o[b], &r[b]) < live_cost(&o[a], &r[a]) * (1.0 - TIE) => b,
+            _ => a,
+        }
+    }
 }
 
 impl Policy for Tier {
     fn pick(&self, p: &mut Pick<'_>) -> Option<usize> {
-        let (origins, ratings, cfg) = (p.origins, p.ratings, p.cfg);
+        if let Some(i) = p.view.and_then(|view| self.pick_from_view(view, p)) {
+            return Some(i);
+        }
+        let ratings = p.ratings;
         let mut candidates = p.candidates(|_| true);
         let best = candidates.indices().map(|i| ratings[i].tier()).min()?;
         candidates.retain(|i| ratings[i].tier() == best);
         let a = candidates.draw(p.rng, None)?;
         let b = candidates.draw(p.rng, Some(a));
-        Some(match b {
-            Some(b)
-                if live_cost(&origins[b], &ratings[b], cfg)
-                    < live_cost(&origins[a], &ratings[a], cfg) * (1.0 - TIE) =>
-            {
-                b
-            }
-            _ => a,
-        })
+        Some(self.better(a, b, p))
     }
 }
