@@ -113,7 +113,7 @@ pub(super) fn check(c: &Config) -> Result<(), (String, String)> {
         );
     }
     let sc = s.scales;
-    if !(sc.latency_ratio > 1.0) {
+    if sc.latency_ratio.is_nan() || sc.latency_ratio <= 1.0 {
         return err(
             "selection.scales.latency_ratio",
             format!("{} must be above 1, e.g. 3", sc.latency_ratio),

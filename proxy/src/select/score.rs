@@ -153,7 +153,8 @@ mod tests {
 
     #[test]
     fn each_input_raises_the_score_of_the_origin_that_degrades() {
-        let degrade: [(&str, fn(&mut Signals)); 5] = [
+        type Degrade = (&'static str, fn(&mut Signals));
+        let degrade: [Degrade; 5] = [
             ("latency", |s| s.latency = Some(0.006)),
             ("queue", |s| s.queue = 8.0),
             ("errors", |s| s.error_ratio = 0.05),

@@ -163,22 +163,25 @@ fn argmin_on_polled_score(
 }
 
 /// The tier policy as the proxy runs it, over the rater's view.
-fn tier_picker(
-    rng: &mut fastrand::Rng,
-) -> impl FnMut(&[Arc<Origin>], &[Arc<Rating>], &TierView, &[(f64, i64)]) -> usize + '_ {
+fn tier_picker(rng: &mut fastrand::Rng) -> Box<Picker<'_>> {
     let cfg = Selection::default();
-    move |origins, ratings, view, _| {
-        Tier.pick(&mut Pick {
-            origins,
-            ratings,
-            view: Some(view),
-            cfg: &cfg,
-            seed: 0,
-            usable: &|_| true,
-            rng,
-        })
-        .unwrap()
-    }
+    Box::new(
+        move |origins: &[Arc<Origin>],
+              ratings: &[Arc<Rating>],
+              view: &TierView,
+              _: &[(f64, i64)]| {
+            Tier.pick(&mut Pick {
+                origins,
+                ratings,
+                view: Some(view),
+                cfg: &cfg,
+                seed: 0,
+                usable: &|_| true,
+                rng,
+            })
+            .unwrap()
+        },
+    )
 }
 
 #[test]
@@ -186,7 +189,7 @@ fn argmin_on_polled_scores_herds_and_the_tier_policy_does_not() {
     for load in [0.5, 0.8, 0.95] {
         let herd = simulate(load, Faults::default(), &mut argmin_on_polled_score);
         let mut rng = fastrand::Rng::with_seed(7);
-        let tier = simulate(load, Faults::default(), &mut tier_picker(&mut rng));
+        let tier = simulate(load, Faults::default(), &mut *tier_picker(&mut rng));
 
         let (h50, h99) = (
             percentile(&herd.imbalance, 0.5),
@@ -224,7 +227,7 @@ fn the_tier_policy_moves_traffic_off_a_slow_origin() {
             slow: Some((2, 2)),
             ..Faults::default()
         },
-        &mut tier_picker(&mut rng),
+        &mut *tier_picker(&mut rng),
     );
     let late: u64 = out.picks[5..].iter().map(|s| s[2]).sum();
     let all: u64 = out.picks[5..].iter().flat_map(|s| s.iter()).sum();
@@ -246,7 +249,7 @@ fn a_stall_that_hits_every_origin_alike_reshuffles_nothing() {
             stall: Some((10 * TICKS_PER_SEC, 28)),
             ..Faults::default()
         },
-        &mut tier_picker(&mut rng),
+        &mut *tier_picker(&mut rng),
     );
     assert_eq!(stall.max_tier, [0; 5], "nobody changes tier");
     // Each second's shares stay at the capacity shares (0.1, 0.1, 0.2, 0.2, 0.4).
