@@ -108,10 +108,6 @@ pub fn file_stream<G: StreamGuard>(file: File, parts: Vec<Part>, pacing: Pacing,
 }
 
 async fn next_chunk<G: StreamGuard>(st: &mut State<G>) -> io::Result<Option<Bytes>> {
-    if st.pacing.bytes_per_sec > 0 && st.sent > 0 {
-        let due = Duration::from_secs_f64(st.sent as f64 / st.pacing.bytes_per_sec as f64);
-        tokio::time::sleep_until(st.started + due).await;
-    }
     let bytes = loop {
         let Some(part) = st.parts.front_mut() else {
             return Ok(None);
@@ -141,6 +137,12 @@ async fn next_chunk<G: StreamGuard>(st: &mut State<G>) -> io::Result<Option<Byte
         }
     };
     st.sent += bytes.len() as u64;
+    if st.pacing.bytes_per_sec > 0 {
+        // A chunk leaves when the cap has allowed all of it, so a body of
+        // one chunk takes its full time too (not just the gaps between chunks).
+        let due = Duration::from_secs_f64(st.sent as f64 / st.pacing.bytes_per_sec as f64);
+        tokio::time::sleep_until(st.started + due).await;
+    }
     st.guard.sent(bytes.len() as u64);
     Ok(Some(bytes))
 }

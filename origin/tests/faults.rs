@@ -106,6 +106,30 @@ async fn bandwidth_cap_paces_a_stream() {
 }
 
 #[tokio::test]
+async fn bandwidth_cap_paces_a_body_smaller_than_one_chunk() {
+    let media = MediaFixture::new().unwrap();
+    let o = start_origin(&media, &["--fault-bandwidth", "400000"]);
+    let http = client();
+    let t = Instant::now();
+    let body = http
+        .get(format!("{}/videos/clip.mp4", o.url()))
+        .header("range", "bytes=0-39999")
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(body, &media.clip[..40_000]);
+    // 40 kB at 400 kB/s is 100 ms, although it fits in one read.
+    assert!(
+        t.elapsed() >= Duration::from_millis(90),
+        "took {:?}",
+        t.elapsed()
+    );
+}
+
+#[tokio::test]
 async fn concurrency_limit_queues_requests() {
     let media = MediaFixture::new().unwrap();
     // One stream at a time, each slowed so the second must wait for the first.
