@@ -7,7 +7,8 @@
 # timer threshold) in front of three cdn-origins; after
 # 400 warm-up requests the counters are zeroed, N keep-alive GETs of a 1 KiB file are
 # made over 4 connections, and the total is divided by N.
-# Env: N (default 2000); PROFILE_DIR=dir keeps each callgrind dump there for
+# Env: N (default 2000); ORIGINS (default 3: how many cdn-origins both proxies balance
+# over, to show that a pick's cost does not grow with the fleet); PROFILE_DIR=dir keeps each callgrind dump there for
 # `callgrind_annotate --inclusive=yes`. Needs valgrind (apt-get install valgrind) and release builds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,7 +20,10 @@ mkdir -p "$C"; head -c 1024 /dev/urandom >"$C/1k.bin"
 pids=()
 source bench/lib.sh
 trap cleanup EXIT
-start_origins_and_config "$C" 18880 19201 19202 19203
+ORIGINS=${ORIGINS:-3}
+ports=$(seq 19201 $((19200 + ORIGINS)))
+# shellcheck disable=SC2086
+start_origins_and_config "$C" 18880 $ports
 printf -- '---\nversion: 1\nthreads: 1\npid_file: %s/pid\nupgrade_sock: %s/upgrade.sock\nfast_timeout_to_tokio_threshold_seconds: 0\n' "$D" "$D" >"$D/pingora.yaml"
 
 # N keep-alive GETs of /videos/1k.bin over 4 connections; fails on any other answer.
@@ -65,11 +69,20 @@ measure() {
   kill -9 "$vp"
   wait "$vp" 2>/dev/null || true
   [[ -n ${PROFILE_DIR:-} ]] && mkdir -p "$PROFILE_DIR" && cp "$dump" "$PROFILE_DIR/$name.callgrind"
-  awk -v n="$N" -v name="$name" '/^totals:/ { printf "| %s | %.0f |\n", name, $2 / n; exit }' "$dump"
+  # The connection tasks alone (Pingora's listener service, inclusive): the request path
+  # without the background services, whose work follows the clock and the fleet's size
+  # rather than the requests (and under valgrind's ~50x slowdown looks 50x bigger per request).
+  local path
+  path=$(callgrind_annotate --inclusive=yes "$dump" 2>/dev/null |
+    awk '/Service<A>::run_endpoint::\{\{closure\}\}::\{\{closure\}\}/ { gsub(",", "", $1); print $1; exit }')
+  awk -v n="$N" -v name="$name" -v path="${path:-0}" \
+    '/^totals:/ { printf "| %s | %.0f | %.0f |\n", name, $2 / n, path / n; exit }' "$dump"
 }
 
-echo "instructions per 1 KiB GET, callgrind, threads: 1, N=$N, $(date -u +%F)" >&2
-printf '| proxy | instructions per request |\n|---|---|\n'
+echo "instructions per 1 KiB GET, callgrind, threads: 1, N=$N, $ORIGINS origins, $(date -u +%F)" >&2
+printf '| proxy | instructions per request | of which the request path |\n|---|---|---|\n'
 measure cdn-proxy 18880 target/release/cdn-proxy --cdn-conf "$D/cdn.yaml" -c "$D/pingora.yaml"
+bare_origins=()
+for port in $ports; do bare_origins+=(--origin "127.0.0.1:$port"); done
 measure pingora-bare 18890 target/release/examples/bare_pingora -c "$D/pingora.yaml" \
-  --listen 127.0.0.1:18890 --origin 127.0.0.1:19201 --origin 127.0.0.1:19202 --origin 127.0.0.1:19203
+  --listen 127.0.0.1:18890 "${bare_origins[@]}"

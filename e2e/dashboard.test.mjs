@@ -47,6 +47,17 @@ test('the dashboard shows live data and an origin going down', async () => {
     assert.deepEqual(before.map((r) => r.addr).sort(), origins.map((o) => o.addr).sort());
     assert.ok(before.every((r) => r.state === 'up'), JSON.stringify(before));
 
+    // A slow origin: the table says why it scores what it does (its latency points).
+    const slow = origins[2];
+    const res = await fetch(`http://${slow.addr}/admin/faults`, {
+      method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"latency_ms": 40}' });
+    assert.equal(res.status, 200);
+    await page.waitForFunction((addr) => [...document.querySelectorAll('#origins tbody tr')]
+      .some((tr) => tr.cells[0].textContent.trim() === addr && /latency \d+/.test(tr.querySelector('td.why').textContent)
+        && tr.querySelector('td.why .seg')),
+    slow.addr, { timeout: 20000 });
+    await fetch(`http://${slow.addr}/admin/faults`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"reset": true}' });
+
     // Kill one origin: the page shows it as down (or ejected) by itself.
     const victim = origins[1];
     victim.child.kill('SIGKILL');

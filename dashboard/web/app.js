@@ -69,13 +69,26 @@ function drawTierBounds(bounds) {
   });
 }
 
+// The score's inputs, in the order of /metrics' score_points, with their colours.
+const INPUTS = [['latency', '#f85149'], ['queue', '#d29922'], ['errors', '#ff9bce'], ['cpu', '#58a6ff'], ['memory', '#bc8cff']];
+
+// Why an origin scores what it does: one bar segment per input (its points out of 100).
+function scoreBreakdown(x) {
+  const p = x.score_points ?? {};
+  const parts = INPUTS.filter(([k]) => p[k] > 0.05);
+  const bar = parts.map(([k, c]) => `<span class="seg" style="width:${p[k].toFixed(1)}%;background:${c}" title="${k} ${p[k].toFixed(1)}"></span>`).join('');
+  const text = parts.map(([k]) => `${k} ${p[k].toFixed(0)}`).join(' · ') || 'at par with the fleet';
+  return `<span class="bar">${bar}</span><small>${text}</small>`;
+}
+
 function ago(ms) { return ms ? `${Math.max(0, Math.round((Date.now() - ms) / 1000))} s ago` : 'never'; }
 
 function renderTable(s) {
   const rows = s.origins.map((x) => `<tr class="${x.state}">
     <td>${x.address}${x.source !== 'static' ? ` <small>(${x.source})</small>` : ''}</td>
     <td class="state"><span class="state-${x.state}">${x.state}</span></td>
-    <td>${x.tier}</td><td>${x.score.toFixed(1)}</td><td>${x.in_flight}</td>
+    <td>${x.tier}</td><td>${x.score.toFixed(1)}</td><td class="why">${scoreBreakdown(x)}</td>
+    <td>${x.inputs.response_time_ms.toFixed(1)} <small>(${x.inputs.latency_ratio.toFixed(1)}×)</small></td><td>${x.in_flight}</td>
     <td>${x.requests_per_sec.toFixed(1)}</td><td>${x.throughput_mbps.toFixed(1)}</td>
     <td>${(x.request_share * 100).toFixed(0)}%</td><td>${x.errors_total}</td>
     <td>${ago(x.last_health_check.unix_ms)}${x.last_health_check.ok ? '' : ' (failed)'}</td></tr>`);

@@ -3,6 +3,7 @@
 
 mod common;
 use common::*;
+use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_origin_gets_clearly_less_traffic() {
@@ -24,6 +25,43 @@ async fn a_slow_origin_gets_clearly_less_traffic() {
     assert!(
         slow * 3 < fast[0] && slow * 3 < fast[1],
         "slow origin got {slow}, fast ones {fast:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_reporting_high_cpu_lands_in_a_higher_tier_and_gets_less_traffic() {
+    let media = MediaFixture::new().unwrap();
+    let origins = start_origins(&media, 3);
+    let addrs: Vec<_> = origins.iter().map(|o| o.addr).collect();
+    let edge = start_proxy(&default_sections(&addrs), 3).await;
+    let http = client();
+    // One thread burning a core: its load report says so (its peers idle).
+    set_faults(&http, &origins[0], r#"{"cpu_burn_threads": 1}"#).await;
+    let hot = addrs[0].to_string();
+    let why = testkit::wait_until(
+        "the hot origin in tier 1 or above on its cpu points",
+        Duration::from_secs(20),
+        || async {
+            // Traffic keeps the in-band reports coming.
+            spread(&edge, "/videos/clip.mp4", 6, 2).await;
+            let m = metrics(&edge).await;
+            let o = m["origins"]
+                .as_array()?
+                .iter()
+                .find(|o| o["address"] == hot)?
+                .clone();
+            (o["tier"].as_u64()? >= 1 && o["score_points"]["cpu"].as_f64()? > 0.0).then_some(o)
+        },
+    )
+    .await;
+    println!("hot origin: {why}");
+    let (served, failed) = spread(&edge, "/videos/clip.mp4", 300, 6).await;
+    set_faults(&http, &origins[0], r#"{"reset": true}"#).await;
+    assert_eq!(failed, 0);
+    let n = |a: &std::net::SocketAddr| served.get(&a.to_string()).copied().unwrap_or(0);
+    assert!(
+        n(&addrs[0]) * 5 < n(&addrs[1]) && n(&addrs[0]) * 5 < n(&addrs[2]),
+        "the hot origin should get only probes: {served:?}"
     );
 }
 

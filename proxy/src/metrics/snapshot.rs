@@ -23,8 +23,9 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Ticks (seconds) the response-time average and p95 cover.
-const WINDOW: usize = 60;
+/// Ticks (seconds) the response-time average and p95 cover: short enough
+/// that the dashboard follows a change within seconds.
+const WINDOW: usize = 10;
 
 /// Samples per TTFB bucket, not cumulative (the last is the overflow).
 type Buckets = [u64; TTFB_BUCKETS.len() + 1];

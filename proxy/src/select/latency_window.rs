@@ -27,7 +27,8 @@ pub const MIN_SAMPLES: u64 = 8;
 /// The cumulative histogram at each of the last [`MAX_TICKS`] ticks.
 #[derive(Default)]
 pub struct LatencyWindow {
-    ticks: VecDeque<Counts>,
+    /// The cumulative histogram and its total at each tick.
+    ticks: VecDeque<(Counts, u64)>,
 }
 
 impl LatencyWindow {
@@ -41,19 +42,17 @@ impl LatencyWindow {
         if self.ticks.len() > MAX_TICKS {
             self.ticks.pop_front();
         }
-        self.ticks.push_back(now);
+        let total = now.iter().sum::<u64>();
+        self.ticks.push_back((now, total));
+        // How far back the window reaches, from the totals alone; then one
+        // subtraction of histograms.
         let newest = self.ticks.len() - 1;
-        let mut delta = [0u64; TTFB_BUCKETS.len() + 1];
-        for back in 1..=newest.min(MAX_TICKS) {
-            let then = &self.ticks[newest - back];
-            for (d, (n, t)) in delta.iter_mut().zip(now.iter().zip(then)) {
-                *d = n.saturating_sub(*t);
-            }
-            let samples: u64 = delta.iter().sum();
-            if back >= BASE_TICKS && samples >= MIN_SAMPLES {
-                break;
-            }
+        let mut back = newest.min(BASE_TICKS);
+        while back < newest && total - self.ticks[newest - back].1 < MIN_SAMPLES {
+            back += 1;
         }
+        let then = &self.ticks[newest - back].0;
+        let delta: Counts = std::array::from_fn(|i| now[i].saturating_sub(then[i]));
         median(&delta)
     }
 }
