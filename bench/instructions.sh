@@ -74,7 +74,7 @@ measure() {
   # rather than the requests (and under valgrind's ~50x slowdown looks 50x bigger per request).
   local path
   path=$(callgrind_annotate --inclusive=yes "$dump" 2>/dev/null |
-    awk '/Service<A>::run_endpoint::\{\{closure\}\}::\{\{closure\}\}/ { gsub(",", "", $1); print $1; exit }')
+    awk '/Service<A>::run_endpoint::\{\{closure\}\}::\{\{closure\}\}/ { gsub(",", "", $1); print $1; exit }' || true)
   awk -v n="$N" -v name="$name" -v path="${path:-0}" \
     '/^totals:/ { printf "| %s | %.0f | %.0f |\n", name, $2 / n, path / n; exit }' "$dump"
 }

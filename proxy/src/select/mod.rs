@@ -161,7 +161,7 @@ impl Selector {
             ratings,
             view: ArcSwapOption::empty(),
             settings: shared.settings.clone(),
-            tier: Tier,
+            tier: Tier::default(),
             round_robin: RoundRobin::default(),
             random: Random,
             least_conn: LeastConn,

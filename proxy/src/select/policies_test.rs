@@ -194,8 +194,9 @@ fn tier_picks_from_the_view_probes_once_and_skips_unusable_draws() {
     view.set_probe(3);
     let cfg = Selection::default();
     let mut rng = fastrand::Rng::with_seed(9);
+    let tier = Tier::default();
     let mut pick = |usable: &dyn Fn(usize) -> bool| {
-        Tier.pick(&mut Pick {
+        tier.pick(&mut Pick {
             origins: &os,
             ratings: &ratings,
             view: Some(&view),
@@ -278,14 +279,14 @@ fn tier_policy_sends_nothing_to_a_higher_tier_while_a_lower_one_is_usable() {
         mem_utilization: 1.0,
         ..Default::default()
     });
-    let c = counts(&Tier, &os, 300, &|_| true);
+    let c = counts(&Tier::default(), &os, 300, &|_| true);
     assert_eq!(c.get(&0), None, "{c:?}");
     assert!(
         c[&1] > 100 && c[&2] > 100,
         "the two light origins share the traffic: {c:?}"
     );
     // When it is the only one left, it is used.
-    assert_eq!(counts(&Tier, &os, 10, &|i| i == 0)[&0], 10);
+    assert_eq!(counts(&Tier::default(), &os, 10, &|i| i == 0)[&0], 10);
 }
 
 #[tokio::test]

@@ -22,6 +22,16 @@ use std::time::Duration;
 /// second follow every input without touching the request path.
 pub const RATE_EVERY: Duration = Duration::from_millis(100);
 
+/// Whatever the traffic, an avoided origin is probed at least this often
+/// (seconds), so that it returns within a minute of recovering.
+pub const PROBE_MAX_EVERY_S: f64 = 10.0;
+
+/// At most this share of the requests are probes: an avoided origin is
+/// slow, and probes sent more often than the tail being measured would
+/// become the tail (at 300 requests a second, one probe every 500 ms is
+/// 0.7% of them, close to the slowest 1%).
+pub const PROBE_SHARE: f64 = 0.002;
+
 /// Rates every known origin on a timer.
 pub struct Rater {
     /// Every origin.
@@ -64,6 +74,7 @@ impl Rater {
         let now = now_ms();
         let ratings: Vec<_> = origins.iter().map(|o| self.ratings.of(o.addr)).collect();
         rate_round(&origins, &ratings, &settings, now);
+        let rate: f64 = ratings.iter().map(|r| r.requests_per_sec()).sum();
         self.ratings.retain(&origins);
         self.balancer.selector().publish_tiers(|view| {
             if now < self.next_probe_ms.load(Relaxed) {
@@ -73,8 +84,13 @@ impl Rater {
             if due.is_empty() {
                 return None;
             }
-            let every = settings.probe_every.as_millis() as u64;
-            self.next_probe_ms.store(now + every, Relaxed);
+            let every = settings
+                .probe_every
+                .as_secs_f64()
+                .max(1.0 / (PROBE_SHARE * rate.max(1e-3)))
+                .min(PROBE_MAX_EVERY_S);
+            self.next_probe_ms
+                .store(now + (every * 1000.0) as u64, Relaxed);
             Some(due[self.probe_turn.fetch_add(1, Relaxed) % due.len()])
         });
     }

@@ -20,8 +20,10 @@ pub struct Selection {
     pub hysteresis: f64,
     /// How far above the fleet each input must be to count in full.
     pub scales: Scales,
-    /// How often an origin in a higher tier than the one taking traffic
-    /// gets one request, so that its score follows it when it recovers.
+    /// How often, at most, an origin in a higher tier than the one taking
+    /// traffic gets one request (in turn with the others there), so that its
+    /// score follows it when it recovers. Probes are also kept under 0.2% of
+    /// the requests, and sent at least every 10 s.
     #[serde(with = "humantime_serde")]
     pub probe_every: Duration,
     /// Time constant of p2c_ewma's peak-EWMA decay.
@@ -100,7 +102,7 @@ impl Default for Selection {
             tier_bounds: [25.0, 50.0, 75.0],
             hysteresis: 5.0,
             scales: Scales::default(),
-            probe_every: Duration::from_millis(500),
+            probe_every: Duration::from_secs(1),
             ewma_decay: Duration::from_secs(10),
             consistent_load_factor: 1.25,
         }

@@ -23,13 +23,24 @@
 //!
 //! The pick reads the rater's [`TierView`](super::TierView) and draws from
 //! it by binary search: its cost does not grow with the fleet. Without a
-//! view (no round rated yet) it scans.
+//! view (no round rated yet) it scans. The first candidate is drawn from a
+//! low-discrepancy (golden-ratio) sequence rather than at random, so that
+//! equal origins take turns instead of sharing by chance.
 
 use super::{Pick, Policy, Rating, TierView};
 use crate::origins::Origin;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// The tier policy (the default).
-pub struct Tier;
+#[derive(Default)]
+pub struct Tier {
+    /// Counts picks, for the first candidate's low-discrepancy draw.
+    picks: AtomicU64,
+}
+
+/// The golden ratio's fractional part: `k × PHI mod 1` spreads any run of
+/// consecutive picks evenly over [0, 1).
+const PHI: f64 = 0.618_033_988_749_894_9;
 
 /// Costs closer than this ratio are a tie.
 pub const TIE: f64 = 0.05;
@@ -60,8 +71,15 @@ impl Tier {
             }
         }
         let tier = view.lowest()?;
-        let first = (0..DRAWS)
-            .filter_map(|_| tier.draw(p.rng, None))
+        // The first candidate comes from a low-discrepancy sequence, the
+        // second at random: equal origins then take turns (their shares move
+        // as little from one second to the next as round robin's), and a
+        // clearly cheaper second candidate still wins.
+        let k = self.picks.fetch_add(1, Relaxed);
+        let first = std::iter::once((k as f64 * PHI).fract())
+            .chain(std::iter::repeat_with(|| p.rng.f64()))
+            .take(DRAWS)
+            .filter_map(|u| tier.draw_at(u, None))
             .find(|&(i, _)| (p.usable)(i))?;
         let second = if tier.len() > 1 {
             (0..DRAWS)

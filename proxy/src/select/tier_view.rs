@@ -74,6 +74,12 @@ impl Tier<'_> {
     /// other than the one at position `except` (from an earlier draw).
     /// Returns the origin's index and its position in the tier.
     pub fn draw(&self, rng: &mut fastrand::Rng, except: Option<usize>) -> Option<(usize, usize)> {
+        self.draw_at(rng.f64(), except)
+    }
+
+    /// As [`Tier::draw`], at the point `u` (0–1) of the capacity line
+    /// instead of a random one.
+    pub fn draw_at(&self, u: f64, except: Option<usize>) -> Option<(usize, usize)> {
         let total = self.0.last()?.1;
         let (skip_from, skip) = match except {
             Some(pos) => {
@@ -85,7 +91,7 @@ impl Tier<'_> {
         if total - skip <= 0.0 {
             return None;
         }
-        let mut r = rng.f64() * (total - skip);
+        let mut r = u.clamp(0.0, 1.0) * (total - skip);
         if r >= skip_from {
             r += skip;
         }
