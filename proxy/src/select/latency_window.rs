@@ -33,12 +33,13 @@ pub struct LatencyWindow {
 
 impl LatencyWindow {
     /// Records the origin's histogram now and returns the median response
-    /// time over the window, seconds (`None` with no sample in it).
-    pub fn update(&mut self, o: &Origin) -> Option<f64> {
+    /// time over the window, seconds, and how many samples it holds
+    /// (`None` with no sample in it).
+    pub fn update(&mut self, o: &Origin) -> Option<(f64, u64)> {
         self.push(o.ttfb.bucket_counts())
     }
 
-    fn push(&mut self, now: Counts) -> Option<f64> {
+    fn push(&mut self, now: Counts) -> Option<(f64, u64)> {
         if self.ticks.len() > MAX_TICKS {
             self.ticks.pop_front();
         }
@@ -53,7 +54,7 @@ impl LatencyWindow {
         }
         let then = &self.ticks[newest - back].0;
         let delta: Counts = std::array::from_fn(|i| now[i].saturating_sub(then[i]));
-        median(&delta)
+        Some((median(&delta)?, delta.iter().sum()))
     }
 }
 
@@ -117,8 +118,9 @@ mod tests {
             cum[9] += 10;
             w.push(cum);
         }
-        let m = w.push(cum).unwrap();
+        let (m, n) = w.push(cum).unwrap();
         assert!(m > 0.015, "the last second was slow: {m}");
+        assert_eq!(n, 90, "a second's samples");
         // Then only two samples a second, fast again: the window grows and
         // the fast probes take over within a few seconds.
         let mut m = 1.0;
@@ -126,7 +128,7 @@ mod tests {
             if t % 5 == 0 {
                 cum[2] += 1;
             }
-            m = w.push(cum).unwrap();
+            m = w.push(cum).unwrap().0;
         }
         assert!(m < 0.001, "the probes, not the old slow second: {m}");
     }

@@ -3,7 +3,7 @@
 //! One writer, the [`Rater`](super::Rater), refreshes every rating ten times
 //! a second; picks, `/metrics`, `/prometheus` and the dashboard only read.
 
-use super::latency_window::LatencyWindow;
+use super::latency_window::{LatencyWindow, MIN_SAMPLES};
 use super::score::{points, tier_with_hysteresis, Fleet, Signals};
 use super::Selection;
 use crate::atomic_f64::AtomicF64;
@@ -104,8 +104,13 @@ impl Rating {
             }
         }
         t.last = Some((requests, errors, now_ms));
-        if let Some(l) = t.latency.update(o) {
-            t.latency_held = Some(l);
+        // A median of a few samples is noise (a cold connection, a page
+        // fault): it counts once the window holds enough of them. An origin
+        // already avoided gets only probes, and they are the only news of it.
+        if let Some((median, samples)) = t.latency.update(o) {
+            if samples >= MIN_SAMPLES || self.tier() > 0 {
+                t.latency_held = Some(median);
+            }
         }
         self.latency.set(t.latency_held.unwrap_or(0.0));
         Signals {
@@ -219,6 +224,22 @@ mod tests {
         // A quiet second brings it down.
         r.measure(&o, 1_100 + 31 * 100 + 1000);
         assert!(r.requests_per_sec() < 0.4 * steady);
+    }
+
+    #[test]
+    fn a_few_slow_first_samples_do_not_count_until_the_window_holds_enough() {
+        let o = origin();
+        let r = Rating::default();
+        let decay = Duration::from_secs(10);
+        for _ in 0..3 {
+            o.observe_ttfb(Duration::from_millis(30), 100, decay);
+        }
+        assert_eq!(r.measure(&o, 100).latency, None, "3 samples are noise");
+        for _ in 0..10 {
+            o.observe_ttfb(Duration::from_millis(1), 200, decay);
+        }
+        let l = r.measure(&o, 200).latency.unwrap();
+        assert!(l <= 0.001, "13 samples, mostly fast: {l}");
     }
 
     #[test]
