@@ -231,6 +231,7 @@ mod tests {
         let o = origin();
         let r = Rating::default();
         let decay = Duration::from_secs(10);
+        r.measure(&o, 0);
         for _ in 0..3 {
             o.observe_ttfb(Duration::from_millis(30), 100, decay);
         }
