@@ -11,7 +11,6 @@ mod files;
 mod load;
 mod media;
 mod metrics;
-mod range;
 mod reply;
 mod routes;
 

@@ -6,10 +6,10 @@
 use crate::body::{self, Body, Pacing, Part, StreamGuard};
 use crate::files::{self, OpenFile};
 use crate::metrics::Metrics;
-use crate::range::{self, Outcome, Validators};
 use crate::reply::{finish, text};
 use crate::routes::{is_read, method_not_allowed, App, Streamed};
 use bytes::Bytes;
+use cdn_types::range::{self, Outcome, Validators};
 use http::header::{
     ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, LAST_MODIFIED,
 };
@@ -86,7 +86,7 @@ fn file_response(
     let builder = Response::builder()
         .header(ACCEPT_RANGES, "bytes")
         .header(ETAG, v.etag.as_str())
-        .header(LAST_MODIFIED, httpdate::fmt_http_date(v.last_modified));
+        .header(LAST_MODIFIED, httpdate::fmt_http_date(file.modified));
 
     let (builder, parts) = match range::evaluate(req.headers(), &v) {
         Outcome::NotModified => {

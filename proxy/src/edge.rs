@@ -7,6 +7,7 @@
 //! the metrics at scrape and snapshot time.
 
 use crate::config::Config;
+use crate::media::{Failed, MediaPath, Served};
 use crate::metrics::{Metrics, Snapshot};
 use crate::origins::Origin;
 use crate::respond::{respond, text};
@@ -47,6 +48,18 @@ pub struct Edge {
     pub warmup: Arc<crate::monitor::Warmup>,
     /// The dashboard's hub, when the dashboard is enabled at start.
     pub dashboard: Option<Arc<cdn_dashboard::Hub>>,
+    /// The slice path for media GETs.
+    pub media: Arc<MediaPath>,
+}
+
+/// The peer for a request to `addr`, with the configured timeouts.
+pub fn origin_peer(addr: SocketAddr, t: &crate::config::Timeouts) -> HttpPeer {
+    let mut peer = HttpPeer::new(addr, false, String::new());
+    peer.options.connection_timeout = Some(t.connect);
+    peer.options.total_connection_timeout = Some(t.connect);
+    peer.options.read_timeout = Some(t.read);
+    peer.options.idle_timeout = Some(t.idle);
+    peer
 }
 
 /// Per-request state.
@@ -151,14 +164,27 @@ impl ProxyHttp for Edge {
         }
     }
 
-    /// Local endpoints are answered here; origin routes go on to an origin.
+    /// Local endpoints are answered here, media GETs by the media path;
+    /// other origin requests go on to the plain proxy path.
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         self.metrics.total_requests.fetch_add(1, Relaxed);
         match Route::of(session.req_header().uri.path()) {
-            Route::Origin => {
-                self.budget.deposit(&ctx.config.retry);
-                Ok(false)
-            }
+            Route::Origin => match self.media.serve(session, &ctx.config).await {
+                Ok(Served::Done) => Ok(true),
+                Ok(Served::Proxy) => {
+                    self.budget.deposit(&ctx.config.retry);
+                    Ok(false)
+                }
+                Err(Failed::NoAnswer(no)) => {
+                    let status = no.status();
+                    ctx.no_origin = no.last.is_none();
+                    let why = no
+                        .last
+                        .map_or("no origin available".into(), |e| e.to_string());
+                    Error::e_explain(ErrorType::HTTPStatus(status), why)
+                }
+                Err(Failed::Cut(e)) => Err(e),
+            },
             route => self.local(route, session, ctx).await,
         }
     }
@@ -183,16 +209,10 @@ impl ProxyHttp for Edge {
             self.metrics.retries.inc();
         }
         ctx.tried.push(origin.addr);
-        let mut peer = HttpPeer::new(origin.addr, false, String::new());
+        let peer = origin_peer(origin.addr, &ctx.config.timeouts);
         ctx.last = Some(origin.clone());
         ctx.origin = Some(origin);
         ctx.sent_at = None;
-
-        let t = &ctx.config.timeouts;
-        peer.options.connection_timeout = Some(t.connect);
-        peer.options.total_connection_timeout = Some(t.connect);
-        peer.options.read_timeout = Some(t.read);
-        peer.options.idle_timeout = Some(t.idle);
         Ok(Box::new(peer))
     }
 

@@ -14,6 +14,7 @@ mod clock;
 mod config;
 mod discovery;
 mod edge;
+mod media;
 mod metrics;
 mod monitor;
 mod origins;
@@ -141,9 +142,19 @@ fn run(args: Args, config: config::Config) -> anyhow::Result<()> {
         config: config.clone(),
         metrics: metrics.clone(),
         snapshot: snapshot.clone(),
-        budget,
+        budget: budget.clone(),
         warmup: warmup.clone(),
         dashboard: hub.clone(),
+        media: Arc::new(media::MediaPath {
+            fetcher: media::Fetcher {
+                balancer: balancer.clone(),
+                budget: budget.clone(),
+                metrics: metrics.clone(),
+                connector: pingora::connectors::http::Connector::new(None),
+            },
+            warmup: warmup.clone(),
+            metrics: metrics.clone(),
+        }),
     };
     let mut public = pingora::proxy::http_proxy_service(&server.configuration, edge);
     // Pingora reads each client connection through a buffer it keeps while

@@ -6,12 +6,14 @@
 //! Also [`own_process`]: the CPU and memory figures both binaries report
 //! about themselves, [`healthcheck`]: the probe behind their
 //! `healthcheck` subcommands, [`status`]: the status classes their counters
-//! use, [`clock`] and [`logging`].
+//! use, [`clock`] and [`logging`], and [`range`]: conditional and Range
+//! requests, evaluated the same way by the origin and the proxy's media path.
 
 pub mod clock;
 pub mod healthcheck;
 pub mod logging;
 pub mod own_process;
+pub mod range;
 pub mod status;
 
 use serde::{Deserialize, Serialize};

@@ -40,8 +40,38 @@ pub struct Config {
     pub retry: Retry,
     /// Timeouts towards origins.
     pub timeouts: Timeouts,
+    /// The media path: media GETs answered from slices fetched from origins.
+    pub media: Media,
     /// The dashboard sidecar.
     pub dashboard: Dashboard,
+}
+
+/// The media path: a GET of a media file is answered by the proxy itself
+/// from aligned slices fetched with Range requests, each from the origin the
+/// balancer picks, so a stream survives the origin serving it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Media {
+    /// Whether media GETs take the slice path (off: every request is proxied as is).
+    pub enabled: bool,
+    /// Bytes per slice; slice `i` covers `[i·size, (i+1)·size)`, as nginx's slice module.
+    pub slice_size: u64,
+    /// Path extensions (without the dot, any case) that are media; empty: every GET.
+    pub extensions: Vec<String>,
+}
+
+impl Default for Media {
+    fn default() -> Self {
+        Media {
+            enabled: true,
+            slice_size: 1024 * 1024,
+            extensions: [
+                "mp4", "m4v", "m4a", "m4s", "mov", "webm", "mkv", "ts", "mp3", "aac", "ogg", "flac",
+            ]
+            .map(String::from)
+            .to_vec(),
+        }
+    }
 }
 
 /// The dashboard sidecar: its own listener, proxied from the public one at `/dashboard` and `/ws`.
@@ -155,6 +185,9 @@ pub struct Timeouts {
     /// Idle pooled connections to origins are closed after this.
     #[serde(with = "humantime_serde")]
     pub idle: Duration,
+    /// An origin's whole response header, however it trickles in (media path).
+    #[serde(with = "humantime_serde")]
+    pub response_header: Duration,
 }
 
 impl Default for Config {
@@ -172,6 +205,7 @@ impl Default for Config {
             ejection: Ejection::default(),
             retry: Retry::default(),
             timeouts: Timeouts::default(),
+            media: Media::default(),
             dashboard: Dashboard::default(),
         }
     }
@@ -214,6 +248,7 @@ impl Default for Timeouts {
             connect: Duration::from_secs(1),
             read: Duration::from_secs(10),
             idle: Duration::from_secs(60),
+            response_header: Duration::from_secs(10),
         }
     }
 }

@@ -4,6 +4,11 @@
 use super::{Config, HostPort};
 use std::collections::HashSet;
 
+/// Smallest and largest `media.slice_size`: below 64 KiB the per-slice
+/// request costs more than it saves; above 64 MiB a resume re-reads too much.
+const MIN_SLICE: u64 = 64 * 1024;
+const MAX_SLICE: u64 = 64 * 1024 * 1024;
+
 /// Checks what types cannot: sums, orderings, well-formed addresses, duplicates.
 /// An error is the dotted key and what is wrong with it, with the fix.
 pub(super) fn check(c: &Config) -> Result<(), (String, String)> {
@@ -175,6 +180,29 @@ pub(super) fn check(c: &Config) -> Result<(), (String, String)> {
         return err(
             "retry",
             "budget_ratio must be 0–1 and budget_min_per_sec 0 or more".into(),
+        );
+    }
+    if !(MIN_SLICE..=MAX_SLICE).contains(&c.media.slice_size) {
+        return err(
+            "media.slice_size",
+            format!(
+                "{} must be between {MIN_SLICE} and {MAX_SLICE} bytes, e.g. 1048576 (1 MiB)",
+                c.media.slice_size
+            ),
+        );
+    }
+    if let Some((i, e)) = (c.media.extensions.iter().enumerate())
+        .find(|(_, e)| e.is_empty() || e.contains(['.', '/']))
+    {
+        return err(
+            &format!("media.extensions[{i}]"),
+            format!("{e:?} must be an extension without the dot, e.g. mp4"),
+        );
+    }
+    if c.timeouts.response_header.is_zero() {
+        return err(
+            "timeouts.response_header",
+            "must be above 0, e.g. 10s".into(),
         );
     }
     if c.timeouts.connect.is_zero() || c.timeouts.read.is_zero() {

@@ -13,7 +13,8 @@ use cdn_types::status::STATUS_CLASSES;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, LabelPair, Metric, MetricFamily, MetricType};
 use prometheus::{
-    register_int_counter, register_int_counter_vec, Encoder, IntCounter, TextEncoder,
+    register_int_counter, register_int_counter_vec, register_int_gauge, Encoder, IntCounter,
+    IntGauge, TextEncoder,
 };
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -29,6 +30,16 @@ pub struct Metrics {
     pub reloads_applied: IntCounter,
     /// `cdn_config_reloads_total{result="refused"}`: invalid files, the old config kept.
     pub reloads_refused: IntCounter,
+    /// `cdn_media_streams`: media-path responses being written now.
+    pub media_streams: IntGauge,
+    /// `cdn_media_slices_total`: slice fetches whose body went to a client.
+    pub media_slices: IntCounter,
+    /// `cdn_media_resumes_total`: slices finished by another origin after one failed mid-slice.
+    pub media_resumes: IntCounter,
+    /// `cdn_media_resume_aborts_total`: streams cut because the next slice was another version of the object.
+    pub media_aborts: IntCounter,
+    /// `cdn_media_broken_total`: streams cut because no origin could serve their next bytes.
+    pub media_broken: IntCounter,
     /// Requests answered by the proxy (all of them, local endpoints included).
     pub total_requests: AtomicU64,
     /// Response body bytes received from origins and sent on.
@@ -60,6 +71,26 @@ impl Metrics {
                 "cdn_no_origin_total",
                 "Requests answered 503 because no origin could take them."
             )?,
+            media_streams: register_int_gauge!(
+                "cdn_media_streams",
+                "Media-path responses being written to clients now."
+            )?,
+            media_slices: register_int_counter!(
+                "cdn_media_slices_total",
+                "Media-path slice fetches whose body went to a client (per origin: cdn_origin_slices_total)."
+            )?,
+            media_resumes: register_int_counter!(
+                "cdn_media_resumes_total",
+                "Slices finished from another origin after one failed mid-slice."
+            )?,
+            media_aborts: register_int_counter!(
+                "cdn_media_resume_aborts_total",
+                "Streams cut because the next slice was another version of the object."
+            )?,
+            media_broken: register_int_counter!(
+                "cdn_media_broken_total",
+                "Streams cut because no origin could serve their next bytes."
+            )?,
             total_requests: AtomicU64::new(0),
             total_bytes: AtomicU64::new(0),
             unrouted,
@@ -80,7 +111,7 @@ impl Metrics {
 }
 
 /// The names, help texts, types and label names of the per-origin families.
-const FAMILIES: [(&str, &str, MetricType, &[&str]); 11] = [
+const FAMILIES: [(&str, &str, MetricType, &[&str]); 12] = [
     (
         "cdn_requests_total",
         "Requests proxied, by origin and status class.",
@@ -96,6 +127,12 @@ const FAMILIES: [(&str, &str, MetricType, &[&str]); 11] = [
     (
         "cdn_response_bytes_total",
         "Response body bytes received from each origin and sent on.",
+        MetricType::COUNTER,
+        &["origin"],
+    ),
+    (
+        "cdn_origin_slices_total",
+        "Media-path slice fetches each origin served, resumes included.",
         MetricType::COUNTER,
         &["origin"],
     ),
@@ -194,6 +231,7 @@ impl OriginCollector {
                 .collect(),
             "cdn_ttfb_seconds" => vec![histogram(l, o)],
             "cdn_response_bytes_total" => vec![counter(&[("origin", l)], o.bytes() as f64)],
+            "cdn_origin_slices_total" => vec![counter(&[("origin", l)], o.slices() as f64)],
             // Present at 0 before the first ejection, so rates and alerts have a series.
             "cdn_ejections_total" => {
                 vec![counter(&[("origin", l)], o.health.ejections() as f64)]

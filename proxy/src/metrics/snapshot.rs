@@ -64,6 +64,8 @@ pub struct Global {
     pub memory_bytes: u64,
     /// Retries since start.
     pub retries_total: u64,
+    /// The media path's streams and slices.
+    pub media: MediaFigures,
     /// Configuration reloads applied since start.
     pub config_reloads_applied: u64,
     /// Configuration reloads refused (invalid file, old config kept) since start.
@@ -72,6 +74,21 @@ pub struct Global {
     pub origins_up: usize,
     /// Origins known.
     pub origins_total: usize,
+}
+
+/// The media path's figures (counters since start).
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct MediaFigures {
+    /// Media responses being written now.
+    pub streams: i64,
+    /// Slice fetches whose body went to a client.
+    pub slices_total: u64,
+    /// Slices finished by another origin after one failed mid-slice.
+    pub resumes_total: u64,
+    /// Streams cut because the next slice was another version of the object.
+    pub resume_aborts_total: u64,
+    /// Streams cut because no origin could serve their next bytes.
+    pub broken_total: u64,
 }
 
 /// One origin in a snapshot.
@@ -105,6 +122,8 @@ pub struct OriginSnapshot {
     pub in_flight: i64,
     /// Failed requests since start.
     pub errors_total: u64,
+    /// Media-path slices it served since start.
+    pub slices_total: u64,
     /// Passive ejections since start.
     pub ejections: u32,
     /// The last active health check.
@@ -306,6 +325,13 @@ impl Snapshotter {
                 cpu_percent: cpu_ns.saturating_sub(prev.cpu_ns) as f64 / 1e9 / dt * 100.0,
                 memory_bytes: own_process::rss_bytes().unwrap_or(0),
                 retries_total: self.metrics.retries.get(),
+                media: MediaFigures {
+                    streams: self.metrics.media_streams.get(),
+                    slices_total: self.metrics.media_slices.get(),
+                    resumes_total: self.metrics.media_resumes.get(),
+                    resume_aborts_total: self.metrics.media_aborts.get(),
+                    broken_total: self.metrics.media_broken.get(),
+                },
                 config_reloads_applied: self.metrics.reloads_applied.get(),
                 config_reloads_refused: self.metrics.reloads_refused.get(),
                 origins_up: origins.iter().filter(|o| o.state() == State::Up).count(),
@@ -345,6 +371,7 @@ impl Snapshotter {
                         },
                         in_flight: o.inflight(),
                         errors_total: o.errors(),
+                        slices_total: o.slices(),
                         ejections: o.health.ejections(),
                         last_health_check: HealthCheck { unix_ms, ok },
                     }

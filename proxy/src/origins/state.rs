@@ -34,6 +34,8 @@ pub struct Origin {
     requests: AtomicU64,
     errors: AtomicU64,
     bytes: AtomicU64,
+    /// Media-path slice fetches this origin served (resumes included).
+    slices: AtomicU64,
     /// Requests answered to clients through this origin, by status class.
     responses: [AtomicU64; 5],
 
@@ -64,6 +66,7 @@ impl Origin {
             requests: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
+            slices: AtomicU64::new(0),
             responses: Default::default(),
             cpu: AtomicF64::default(),
             mem: AtomicF64::default(),
@@ -91,6 +94,11 @@ impl Origin {
     /// `now_ms` (on [`now_ms`]'s clock); `decay` is the EWMA time constant.
     pub fn observe_ttfb(&self, ttfb: Duration, now_ms: u64, decay: Duration) {
         self.ttfb.observe(ttfb, now_ms, decay);
+    }
+
+    /// A media-path slice (or the rest of one) is being served by this origin.
+    pub fn count_slice(&self) {
+        self.slices.fetch_add(1, Relaxed);
     }
 
     /// Body bytes received from this origin.
@@ -182,6 +190,10 @@ impl Origin {
     /// Body bytes received so far.
     pub fn bytes(&self) -> u64 {
         self.bytes.load(Relaxed)
+    }
+    /// Media-path slices served so far.
+    pub fn slices(&self) -> u64 {
+        self.slices.load(Relaxed)
     }
     /// Requests answered through it so far, by status class (1xx..5xx).
     pub fn responses(&self) -> [u64; 5] {

@@ -1,6 +1,9 @@
 //! What to send for a GET or HEAD of a file: conditional requests and Range
 //! (RFC 9110 §13 and §14), evaluated in the order §13.2.2 prescribes.
 //!
+//! Shared by cdn-origin, which serves files with it, and cdn-proxy's media
+//! path, which answers a client from the slices it fetches.
+//!
 //! Range syntax is parsed by the `http-range-header` crate; this module only
 //! applies RFC rules the crate leaves to the server (suffix longer than the
 //! file, parts that start past the end, our cap on the number of parts).
@@ -23,8 +26,9 @@ pub struct Validators {
     pub size: u64,
     /// Strong entity tag, quoted.
     pub etag: String,
-    /// Last modification, truncated to whole seconds as HTTP dates are.
-    pub last_modified: SystemTime,
+    /// Last modification, truncated to whole seconds as HTTP dates are
+    /// (`None` when the representation has none: date conditions are then ignored).
+    pub last_modified: Option<SystemTime>,
 }
 
 impl Validators {
@@ -37,7 +41,7 @@ impl Validators {
         Validators {
             size,
             etag,
-            last_modified: UNIX_EPOCH + Duration::from_secs(secs),
+            last_modified: Some(UNIX_EPOCH + Duration::from_secs(secs)),
         }
     }
 }
@@ -64,8 +68,10 @@ pub fn evaluate(headers: &HeaderMap, v: &Validators) -> Outcome {
         if !etag_list_matches(im, &v.etag, true) {
             return Outcome::PreconditionFailed;
         }
-    } else if let Some(date) = header_date(headers, &IF_UNMODIFIED_SINCE) {
-        if v.last_modified > date {
+    } else if let (Some(date), Some(modified)) =
+        (header_date(headers, &IF_UNMODIFIED_SINCE), v.last_modified)
+    {
+        if modified > date {
             return Outcome::PreconditionFailed;
         }
     }
@@ -74,12 +80,19 @@ pub fn evaluate(headers: &HeaderMap, v: &Validators) -> Outcome {
         if etag_list_matches(inm, &v.etag, false) {
             return Outcome::NotModified;
         }
-    } else if let Some(date) = header_date(headers, &IF_MODIFIED_SINCE) {
-        if v.last_modified <= date {
+    } else if let (Some(date), Some(modified)) =
+        (header_date(headers, &IF_MODIFIED_SINCE), v.last_modified)
+    {
+        if modified <= date {
             return Outcome::NotModified;
         }
     }
-    // Step 5: Range, gated by If-Range.
+    range_outcome(headers, v)
+}
+
+/// Step 5 alone: Range, gated by If-Range (for a caller whose preconditions
+/// were already evaluated, e.g. by the origin).
+pub fn range_outcome(headers: &HeaderMap, v: &Validators) -> Outcome {
     let Some(range) = header_str(headers, &RANGE) else {
         return Outcome::Full;
     };
@@ -165,7 +178,7 @@ fn if_range_matches(value: &str, v: &Validators) -> bool {
     if value.starts_with("W/") {
         return false;
     }
-    httpdate::parse_http_date(value).is_ok_and(|d| d == v.last_modified)
+    httpdate::parse_http_date(value).is_ok_and(|d| Some(d) == v.last_modified)
 }
 
 #[cfg(test)]

@@ -1,0 +1,33 @@
+//! The media path: a GET of a media file is answered by the proxy itself,
+//! from aligned slices of the object fetched with Range requests, each from
+//! the origin the balancer picks. A stream thereby outlives the origin
+//! serving it: when an origin fails mid-slice, the rest of that slice comes
+//! from another, checked to be the same object (never two versions spliced).
+//! Memory per stream is one origin read buffer, written to the client as it is.
+//!
+//! `slicing.rs` is the arithmetic, `object.rs` what the first slice fixes,
+//! `fetch.rs` one fetch from one origin, `stream.rs` the client's response.
+//! Anything that is not a media GET, or that the origins do not answer with
+//! ranges, goes the plain Pingora proxy path unchanged.
+
+mod fetch;
+mod object;
+mod slicing;
+mod stream;
+
+pub use fetch::Fetcher;
+pub use stream::{Failed, Served};
+
+use crate::metrics::Metrics;
+use crate::monitor::Warmup;
+use std::sync::Arc;
+
+/// The media path: what it needs to fetch slices and count them.
+pub struct MediaPath {
+    /// Fetches slices from origins.
+    pub fetcher: Fetcher,
+    /// The first health-check round (streams arriving before it wait for it).
+    pub warmup: Arc<Warmup>,
+    /// Whole-proxy counters, the media ones included.
+    pub metrics: Arc<Metrics>,
+}
