@@ -61,6 +61,9 @@ admin_listen: 127.0.0.1:$((port + 3))
 origins:
 $origins_yaml
 selection: {policy: $policy}
+# One origin request per client request, as nginx and HAProxy send: the policies
+# are compared on the same requests (the media path would split ranges into slices).
+media: {enabled: false}
 dashboard: {enabled: false}
 YAML
   sed "s|pingora.pid|$policy.pid|; s|upgrade.sock|$policy.sock|" "$D/pingora.yaml" >"$D/$policy.pingora.yaml"

@@ -19,6 +19,7 @@ mod metrics;
 mod monitor;
 mod origins;
 mod reload;
+mod request_gate;
 mod respond;
 mod retry_budget;
 mod routes;
@@ -156,7 +157,13 @@ fn run(args: Args, config: config::Config) -> anyhow::Result<()> {
             metrics: metrics.clone(),
         }),
     };
-    let mut public = pingora::proxy::http_proxy_service(&server.configuration, edge);
+    // Our connection loop reads each request header (deadline, size,
+    // pipelining) before Pingora's proxy answers it.
+    let gate = request_gate::RequestGate {
+        app: Arc::new(pingora::proxy::http_proxy(&server.configuration, edge)),
+        config: config.clone(),
+    };
+    let mut public = pingora::services::listening::Service::new("cdn-proxy".to_string(), gate);
     // Pingora reads each client connection through a buffer it keeps while
     // the connection is open; a small one keeps idle keep-alive connections cheap.
     let read_buffer = L4BufferSettings::default().read(client_read_buffer);

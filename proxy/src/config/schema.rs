@@ -20,6 +20,12 @@ pub struct Config {
     /// keep-alive ones included; a request larger than it is read in
     /// several reads. Pingora's default is 64 KiB.
     pub client_read_buffer: usize,
+    /// A client's request header must be complete this long after its
+    /// first byte (else `408` and the connection is closed).
+    #[serde(with = "humantime_serde")]
+    pub client_header_timeout: Duration,
+    /// Largest client request header, in bytes (else `431`).
+    pub client_max_header: usize,
     /// Response header naming the origin that served a request (empty: none).
     pub served_by_header: String,
     /// `served_by_header` as it is written on responses (its case kept),
@@ -196,6 +202,8 @@ impl Default for Config {
             listen: vec!["0.0.0.0:8080".parse().expect("literal")],
             admin_listen: "127.0.0.1:8081".parse().expect("literal"),
             client_read_buffer: 16 * 1024,
+            client_header_timeout: Duration::from_secs(10),
+            client_max_header: 64 * 1024,
             served_by_header: "X-Served-By".into(),
             served_by_name: Some(bytes::Bytes::from_static(b"X-Served-By")),
             origins: Vec::new(),

@@ -48,6 +48,18 @@ pub(super) fn check(c: &Config) -> Result<(), (String, String)> {
             ),
         );
     }
+    if !(1024..=1024 * 1024).contains(&c.client_max_header) {
+        return err(
+            "client_max_header",
+            format!(
+                "{} must be between 1024 and 1048576 bytes, e.g. 65536",
+                c.client_max_header
+            ),
+        );
+    }
+    if c.client_header_timeout.is_zero() {
+        return err("client_header_timeout", "must be above 0, e.g. 10s".into());
+    }
     if c.origins.is_empty() {
         return err(
             "origins",
