@@ -4,7 +4,7 @@ CARGO ?= cargo
 MEDIA ?= media
 
 .PHONY: help run build sample deps web-deps e2e-deps test test-local test-k8s test-docker lint prometheus \
-	up down logs ps scale bench-origin bench-proxy bench-instructions bench-policies clean
+	up down logs ps scale bench-origin bench-proxy bench-instructions bench-policies bench-streams clean
 
 # Containers: `docker compose` (v2) where it exists, else `docker-compose` (v1.29).
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
@@ -94,6 +94,10 @@ bench-instructions: build ## instructions per small request under callgrind, cdn
 bench-policies: build sample ## every selection policy vs nginx/HAProxy least-conn under open-loop load with one origin degraded (table + plot in bench/results/policies)
 	@scripts/ensure-packages.sh nginx:nginx-light haproxy:haproxy curl:curl python3:python3
 	@bench/policies.sh
+
+bench-streams: build sample ## proxy and origin memory per open slow stream (N=1000 streams reading 16 KiB/s) and after they close
+	@scripts/ensure-packages.sh curl:curl python3:python3
+	@bench/slow-streams.sh
 
 clean: ## remove build output
 	$(CARGO) clean

@@ -7,6 +7,8 @@
 # ALSO_THREADS=N adds a second cdn-proxy with `threads: N` (port 18090) to the same run;
 # BARE=0 leaves out `pingora-bare` (proxy/examples/bare_pingora.rs: Pingora's round robin
 # with none of our features, port 18095), the floor that cdn-proxy's cost is measured against;
+# CDN_YAML_EXTRA: lines appended to cdn-proxy's cdn.yaml (e.g. `media: {extensions: [bin]}`
+# puts the benchmark's .bin files on the media path);
 # SPLIT=1 then runs bench/cpu-split.sh (user vs kernel CPU per small request) on every proxy.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,6 +41,7 @@ origins:
   - address: 127.0.0.1:19101
   - address: 127.0.0.1:19102
   - address: 127.0.0.1:19103
+${CDN_YAML_EXTRA:-}
 YAML
 cat >"$D/pingora.yaml" <<YAML
 ---

@@ -25,6 +25,8 @@ test('the dashboard shows live data and an origin going down', async () => {
     while (traffic) {
       await Promise.all(Array.from({ length: 8 }, () =>
         fetch(`${proxy.url}/`, { headers: { range: 'bytes=0-262143' } }).then((r) => r.arrayBuffer()).catch(() => null)));
+      // And media GETs, answered from slices (the media path).
+      await fetch(`${proxy.url}/videos/sample.mp4`).then((r) => r.arrayBuffer()).catch(() => null);
     }
   })();
 
@@ -38,8 +40,11 @@ test('the dashboard shows live data and an origin going down', async () => {
     await page.waitForFunction(() => window.dashboard?.connected && window.dashboard.frames >= 3, null, { timeout: 20000 });
     await page.waitForFunction(() => {
       const has = (id) => Chart.getChart(id).data.datasets.some((d) => d.data.some((v) => v > 0));
-      return ['c-rpm', 'c-bw', 'c-mem', 'o-tp', 'o-share'].every(has);
+      return ['c-rpm', 'c-bw', 'c-mem', 'c-media', 'o-tp', 'o-share'].every(has);
     }, null, { timeout: 20000 });
+    // The origins served slices of the media GETs (the slices column).
+    await page.waitForFunction(() => [...document.querySelectorAll('#origins tbody tr')]
+      .some((tr) => Number(tr.cells[10].textContent) > 0), null, { timeout: 20000 });
     // The table lists every origin, up.
     const rows = () => page.$$eval('#origins tbody tr', (trs) => trs.map((tr) => ({
       addr: tr.cells[0].textContent.trim(), state: tr.cells[1].textContent.trim() })));

@@ -34,7 +34,11 @@ const g = {
   rt: lineChart('c-rt', 'ms', [{ label: 'average' }, { label: 'p95', color: COLORS[2] }]),
   cpu: lineChart('c-cpu', '% of one core', [{ label: 'CPU %' }]),
   mem: lineChart('c-mem', 'MiB', [{ label: 'resident MiB' }]),
+  media: lineChart('c-media', 'per second', [{ label: 'slices/s' }, { label: 'resumes/s', color: COLORS[2] },
+    { label: 'cut/s', color: COLORS[3] }]),
 };
+// The media counters of the previous frame, for per-second rates.
+let lastMedia = null;
 const o = {
   tp: lineChart('o-tp', 'Mbps', [], { legend: true }),
   score: lineChart('o-score', 'score (0–100)', [], { legend: true, y: { max: 100 } }),
@@ -90,7 +94,7 @@ function renderTable(s) {
     <td>${x.tier}</td><td>${x.score.toFixed(1)}</td><td class="why">${scoreBreakdown(x)}</td>
     <td>${x.inputs.response_time_ms.toFixed(1)} <small>(${x.inputs.latency_ratio.toFixed(1)}×)</small></td><td>${x.in_flight}</td>
     <td>${x.requests_per_sec.toFixed(1)}</td><td>${x.throughput_mbps.toFixed(1)}</td>
-    <td>${(x.request_share * 100).toFixed(0)}%</td><td>${x.errors_total}</td>
+    <td>${(x.request_share * 100).toFixed(0)}%</td><td>${x.slices_total ?? 0}</td><td>${x.errors_total}</td>
     <td>${ago(x.last_health_check.unix_ms)}${x.last_health_check.ok ? '' : ' (failed)'}</td></tr>`);
   document.querySelector('#origins tbody').innerHTML = rows.join('');
 }
@@ -109,6 +113,12 @@ function onFrame(s) {
   push(g.rt.data.datasets[1].data, G.response_time_p95_ms);
   push(g.cpu.data.datasets[0].data, G.cpu_percent);
   push(g.mem.data.datasets[0].data, G.memory_bytes / 1048576);
+  const M = G.media ?? {};
+  const rate = (k) => (lastMedia ? Math.max(0, (M[k] - lastMedia.m[k]) / Math.max(0.001, (s.timestamp_ms - lastMedia.ts) / 1000)) : null);
+  push(g.media.data.datasets[0].data, rate('slices_total'));
+  push(g.media.data.datasets[1].data, rate('resumes_total'));
+  push(g.media.data.datasets[2].data, lastMedia ? rate('resume_aborts_total') + rate('broken_total') : null);
+  lastMedia = { m: M, ts: s.timestamp_ms };
   drawTierBounds(s.tier_bounds);
   const seen = new Set();
   for (const x of s.origins) {
