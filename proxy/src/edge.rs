@@ -169,22 +169,30 @@ impl ProxyHttp for Edge {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         self.metrics.total_requests.fetch_add(1, Relaxed);
         match Route::of(session.req_header().uri.path()) {
-            Route::Origin => match self.media.serve(session, &ctx.config).await {
-                Ok(Served::Done) => Ok(true),
-                Ok(Served::Proxy) => {
-                    self.budget.deposit(&ctx.config.retry);
-                    Ok(false)
+            // Boxed, and only for media GETs: the media path's future is
+            // large, and every request's filter future would carry (and copy) it.
+            Route::Origin if self.media.takes(session, &ctx.config) => {
+                match Box::pin(self.media.serve(session, &ctx.config)).await {
+                    Ok(Served::Done) => Ok(true),
+                    Ok(Served::Proxy) => {
+                        self.budget.deposit(&ctx.config.retry);
+                        Ok(false)
+                    }
+                    Err(Failed::NoAnswer(no)) => {
+                        let status = no.status();
+                        ctx.no_origin = no.last.is_none();
+                        let why = no
+                            .last
+                            .map_or("no origin available".into(), |e| e.to_string());
+                        Error::e_explain(ErrorType::HTTPStatus(status), why)
+                    }
+                    Err(Failed::Cut(e)) => Err(e),
                 }
-                Err(Failed::NoAnswer(no)) => {
-                    let status = no.status();
-                    ctx.no_origin = no.last.is_none();
-                    let why = no
-                        .last
-                        .map_or("no origin available".into(), |e| e.to_string());
-                    Error::e_explain(ErrorType::HTTPStatus(status), why)
-                }
-                Err(Failed::Cut(e)) => Err(e),
-            },
+            }
+            Route::Origin => {
+                self.budget.deposit(&ctx.config.retry);
+                Ok(false)
+            }
             route => self.local(route, session, ctx).await,
         }
     }

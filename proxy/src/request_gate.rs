@@ -20,14 +20,15 @@ use pingora::protocols::l4::stream::Stream as TcpStream;
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// How long a keep-alive connection may wait for its next request (Pingora's own figure).
 const KEEPALIVE: Duration = Duration::from_secs(60);
 
-/// Most header lines parsed to find a header's end.
-const MAX_HEADERS: usize = 256;
+/// Most header lines parsed to find a header's end; a request with more is
+/// handed to Pingora with everything after it (no pipelining for it).
+const MAX_HEADERS: usize = 96;
 
 /// The connection loop around `app` (Pingora's proxy).
 pub struct RequestGate<A> {
@@ -132,25 +133,24 @@ async fn read_head(
     let max = cfg.client_max_header;
     let mut deadline = None;
     loop {
-        if !held.is_empty() {
+        if held.is_empty() {
+            // Shutting down: an idle connection is closed rather than kept.
+            if *shutdown.borrow() {
+                return Head::Gone;
+            }
+        } else {
             match measure(held) {
                 Some(n) => return Head::Ready(n),
                 None if held.len() >= max => return Head::TooLarge,
                 None => {}
             }
-            deadline.get_or_insert_with(|| tokio::time::Instant::now() + cfg.client_header_timeout);
+            deadline.get_or_insert_with(|| Instant::now() + cfg.client_header_timeout);
         }
-        // Before a request's first byte: the keep-alive wait; after it: the header deadline.
-        let until = deadline.unwrap_or_else(|| tokio::time::Instant::now() + KEEPALIVE);
-        let room = (max + 1 - held.len()).min(16 * 1024);
-        held.reserve(room);
-        let mut shutdown = shutdown.clone();
-        let mut limited = (&mut *stream).take(room as u64);
-        let read = tokio::select! {
-            r = tokio::time::timeout_at(until, limited.read_buf(held)) => r,
-            _ = shutdown.changed(), if deadline.is_none() => return Head::Gone,
-        };
-        match read {
+        // Before a request's first byte: the keep-alive wait; after it: what
+        // is left of the header deadline. Pingora's timer (cheaper than tokio's).
+        let wait = deadline.map_or(KEEPALIVE, |d| d.saturating_duration_since(Instant::now()));
+        held.reserve((max + 1 - held.len()).min(16 * 1024));
+        match pingora::prelude::timeout(wait, stream.read_buf(held)).await {
             Ok(Ok(0)) | Ok(Err(_)) => return Head::Gone,
             Ok(Ok(_)) => {}
             Err(_) if deadline.is_some() => return Head::TooSlow,
@@ -164,9 +164,9 @@ async fn read_head(
 /// connection (those bytes are the request's own). `None`: incomplete.
 /// A header that does not parse goes to Pingora whole, which answers it.
 fn measure(buf: &[u8]) -> Option<usize> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    match req.parse(buf) {
+    let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    match req.parse_with_uninit_headers(buf, &mut headers) {
         Ok(httparse::Status::Complete(n)) => {
             let owns_rest = req.headers.iter().any(|h| {
                 let name = h.name;

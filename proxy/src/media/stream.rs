@@ -51,10 +51,8 @@ impl MediaPath {
     /// Answers a media GET from slices. `Ok(Served::Proxy)` hands it to the
     /// plain proxy path unanswered (not media, several ranges, or an origin
     /// whose first answer is not a 206 of the asked range).
+    /// The caller has checked [`Self::takes`].
     pub async fn serve(&self, session: &mut Session, cfg: &Arc<Config>) -> Result<Served, Failed> {
-        if !self.takes(session, cfg) {
-            return Ok(Served::Proxy);
-        }
         let req = session.req_header();
         let range = req.headers.get("range").and_then(|v| v.to_str().ok());
         let asked = Asked::of(range);
@@ -133,7 +131,7 @@ impl MediaPath {
 
     /// Is this request for the media path: a GET without a body, of a path
     /// with a media extension?
-    fn takes(&self, session: &Session, cfg: &Config) -> bool {
+    pub fn takes(&self, session: &Session, cfg: &Config) -> bool {
         let req = session.req_header();
         if !cfg.media.enabled || req.method != http::Method::GET {
             return false;
