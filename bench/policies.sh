@@ -8,7 +8,7 @@
 # Env: RATE (300 req/s), RANGE (262144 bytes per request), DUR (10 s), WARM (2 s),
 # Only the target under load runs; the others are stopped (SIGSTOP) meanwhile, and get
 # WARM seconds of load before measuring.
-# REPS (2), WHOLE_RATE (6 whole-file GETs/s), SCENARIOS (all), TARGETS (all), OUT
+# MEDIA_PATH (false: cdn-proxy's media path off), REPS (2), WHOLE_RATE (6 whole-file GETs/s), SCENARIOS (all), TARGETS (all), OUT
 # (bench/results/policies).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -62,8 +62,9 @@ origins:
 $origins_yaml
 selection: {policy: $policy}
 # One origin request per client request, as nginx and HAProxy send: the policies
-# are compared on the same requests (the media path would split ranges into slices).
-media: {enabled: false}
+# are compared on the same requests (the media path would split ranges into slices;
+# MEDIA_PATH=true turns it on).
+media: {enabled: ${MEDIA_PATH:-false}}
 dashboard: {enabled: false}
 YAML
   sed "s|pingora.pid|$policy.pid|; s|upgrade.sock|$policy.sock|" "$D/pingora.yaml" >"$D/$policy.pingora.yaml"
