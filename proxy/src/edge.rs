@@ -10,7 +10,8 @@ use crate::config::Config;
 use crate::media::{Failed, MediaPath, Served};
 use crate::metrics::{Metrics, Snapshot};
 use crate::origins::Origin;
-use crate::respond::{respond, text};
+use crate::peer::origin_peer;
+use crate::respond::{failure_status, is_connect_error, respond, text};
 use crate::retry_budget::RetryBudget;
 use crate::routes::Route;
 use crate::select::Balancer;
@@ -50,16 +51,6 @@ pub struct Edge {
     pub dashboard: Option<Arc<cdn_dashboard::Hub>>,
     /// The slice path for media GETs.
     pub media: Arc<MediaPath>,
-}
-
-/// The peer for a request to `addr`, with the configured timeouts.
-pub fn origin_peer(addr: SocketAddr, t: &crate::config::Timeouts) -> HttpPeer {
-    let mut peer = HttpPeer::new(addr, false, String::new());
-    peer.options.connection_timeout = Some(t.connect);
-    peer.options.total_connection_timeout = Some(t.connect);
-    peer.options.read_timeout = Some(t.read);
-    peer.options.idle_timeout = Some(t.idle);
-    peer
 }
 
 /// Per-request state.
@@ -324,27 +315,17 @@ impl ProxyHttp for Edge {
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
-        let code = match e.etype() {
-            ErrorType::HTTPStatus(c) => *c,
-            // The last origin tried could not even be connected to (the
-            // others, if any, were tried too or are not usable): nothing
-            // can serve this request now. That is "unavailable, retry
-            // shortly" from the first moment, before the health checks
-            // notice, not a bad gateway.
-            ErrorType::ConnectTimedout
-            | ErrorType::ConnectRefused
-            | ErrorType::ConnectNoRoute
-            | ErrorType::ConnectError
-                if ctx.last.is_some() =>
-            {
-                503
-            }
-            ErrorType::ReadTimedout | ErrorType::WriteTimedout => 504,
-            _ => match e.esource() {
-                ErrorSource::Upstream => 502,
-                ErrorSource::Downstream => 0,
-                _ => 500,
-            },
+        let by_source = || match e.esource() {
+            ErrorSource::Upstream => 502,
+            ErrorSource::Downstream => 0,
+            _ => 500,
+        };
+        let code = match failure_status(e.etype()) {
+            // A connect error with no origin tried (the dashboard sidecar)
+            // is not "no origin can serve this now".
+            Some(503) if is_connect_error(e.etype()) && ctx.last.is_none() => by_source(),
+            Some(code) => code,
+            None => by_source(),
         };
         if ctx.no_origin {
             self.metrics.no_origin.inc();

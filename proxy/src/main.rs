@@ -18,6 +18,7 @@ mod media;
 mod metrics;
 mod monitor;
 mod origins;
+mod peer;
 mod reload;
 mod request_gate;
 mod respond;

@@ -4,9 +4,11 @@
 //! within the retry attempts and budget; every attempt is counted in the
 //! origin's live state as the plain proxy path counts its own.
 
+use super::HOP_BY_HOP;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::origins::Origin;
+use crate::respond::failure_status;
 use crate::retry_budget::RetryBudget;
 use crate::select::Balancer;
 use http::HeaderValue;
@@ -19,20 +21,6 @@ use smallvec::SmallVec;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
-
-/// Request headers never passed to an origin on a slice fetch: the
-/// hop-by-hop ones and the client's own range, which the slice replaces.
-const NOT_FORWARDED: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "range",
-    "if-range",
-];
 
 /// Preconditions the origin evaluates on the first fetch (RFC 9110 §13.2.2
 /// steps 1–4); later fetches carry only `If-Range`.
@@ -121,18 +109,8 @@ impl NoAnswer {
     /// started: 503 when nothing could even be connected to (retry
     /// shortly), 504 on a timeout, 502 otherwise.
     pub fn status(&self) -> u16 {
-        match self.last.as_ref().map(|e| e.etype()) {
-            None
-            | Some(
-                ErrorType::ConnectTimedout
-                | ErrorType::ConnectRefused
-                | ErrorType::ConnectNoRoute
-                | ErrorType::ConnectError
-                | ErrorType::HTTPStatus(503),
-            ) => 503,
-            Some(ErrorType::ReadTimedout | ErrorType::WriteTimedout) => 504,
-            Some(_) => 502,
-        }
+        let failed = self.last.as_ref().map(|e| failure_status(e.etype()));
+        failed.map_or(503, |s| s.unwrap_or(502))
     }
 }
 
@@ -229,7 +207,7 @@ impl Fetcher {
         ask: &Ask<'_>,
         origin: &Origin,
     ) -> pingora::Result<(HttpSession, HttpPeer)> {
-        let peer = crate::edge::origin_peer(origin.addr, &cfg.timeouts);
+        let peer = crate::peer::origin_peer(origin.addr, &cfg.timeouts);
         let (mut session, _reused) = self.connector.get_http_session(&peer).await?;
         // Per read and per write, as the plain proxy path sets them.
         session.set_read_timeout(Some(cfg.timeouts.read));
@@ -276,7 +254,7 @@ fn request(ask: &Ask<'_>) -> pingora::Result<RequestHeader> {
         let n = name.as_str();
         // Later fetches drop the preconditions: the origin judged them on the first.
         let judged = PRECONDITIONS.contains(&n) && ask.if_range.is_some();
-        if !(NOT_FORWARDED.contains(&n) || judged) {
+        if !(HOP_BY_HOP.contains(&n) || matches!(n, "range" | "if-range") || judged) {
             req.append_header(name.clone(), value.clone())?;
         }
     }

@@ -22,6 +22,18 @@ use crate::metrics::Metrics;
 use crate::monitor::Warmup;
 use std::sync::Arc;
 
+/// Hop-by-hop headers (RFC 9110 §7.6.1): about one connection, never
+/// passed from a client to an origin or from an origin to a client.
+const HOP_BY_HOP: [&str; 7] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
 /// The media path: what it needs to fetch slices and count them.
 pub struct MediaPath {
     /// Fetches slices from origins.

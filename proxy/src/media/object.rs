@@ -3,25 +3,12 @@
 //! checked against it, so two versions of a file are never spliced.
 
 use super::slicing::content_range;
+use super::HOP_BY_HOP;
 use cdn_types::range::Validators;
 use http::header::{CONTENT_RANGE, ETAG, LAST_MODIFIED};
 use http::HeaderValue;
 use pingora::http::ResponseHeader;
 use std::ops::RangeInclusive;
-
-/// Response headers that describe one connection or one range, not the
-/// object: never copied from a slice's response to the client's.
-const NOT_COPIED: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "transfer-encoding",
-    "te",
-    "trailer",
-    "upgrade",
-    "content-range",
-    "content-length",
-];
 
 /// What the first slice's response said about the object.
 #[derive(Debug)]
@@ -88,7 +75,10 @@ impl Object {
         let mut headers = ResponseHeader::build(200, Some(resp.headers.len())).ok()?;
         for (name, value) in &resp.headers {
             let n = name.as_str();
-            if !NOT_COPIED.contains(&n) && n != cdn_types::LOAD_HEADER {
+            // Per connection or per range, not the object's.
+            let per_response =
+                HOP_BY_HOP.contains(&n) || matches!(n, "content-range" | "content-length");
+            if !per_response && n != cdn_types::LOAD_HEADER {
                 headers.append_header(name.clone(), value.clone()).ok()?;
             }
         }

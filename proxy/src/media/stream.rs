@@ -7,7 +7,7 @@
 use super::fetch::{Ask, NoAnswer, OpenSlice};
 use super::object::{Mismatch, Object};
 use super::slicing::{next_fetch, Asked, FirstAsk};
-use super::MediaPath;
+use super::{MediaPath, HOP_BY_HOP};
 use crate::config::Config;
 use bytes::Bytes;
 use cdn_types::range::{range_outcome, Outcome};
@@ -238,9 +238,7 @@ impl MediaPath {
             ResponseHeader::build(resp.status, Some(resp.headers.len())).map_err(Failed::Cut)?;
         for (name, value) in &resp.headers {
             let n = name.as_str();
-            if !matches!(n, "connection" | "keep-alive" | "transfer-encoding")
-                && n != cdn_types::LOAD_HEADER
-            {
+            if !HOP_BY_HOP.contains(&n) && n != cdn_types::LOAD_HEADER {
                 let _ = header.append_header(name.clone(), value.clone());
             }
         }
