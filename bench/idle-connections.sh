@@ -3,8 +3,9 @@
 # Starts three cdn-origins and cdn-proxy (release builds), opens N client connections
 # that each make one keep-alive GET of a 1 KiB file and then stay open and quiet (as
 # players do between segments), and prints the proxy's RSS before, with the connections
-# open, and 10 s after they all closed.
-# Env: N (default 4000), CDN_YAML_EXTRA (lines appended to the proxy's cdn.yaml).
+# open, and 30 s after they all closed.
+# Env: N (default 4000), CDN_YAML_EXTRA (lines appended to the proxy's cdn.yaml),
+# PROXY_ENV (a command prefix for the proxy, e.g. `env VAR=value`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-4000}
@@ -16,7 +17,7 @@ trap cleanup EXIT
 ulimit -n 65536 2>/dev/null || true
 start_origins_and_config "$C" 18980 19301 19302 19303
 sed "s|/tmp/cdn-proxy|$D/cdn-proxy|" conf/pingora.yaml >"$D/pingora.yaml"
-RUST_LOG=error target/release/cdn-proxy --cdn-conf "$D/cdn.yaml" -c "$D/pingora.yaml" &
+RUST_LOG=error ${PROXY_ENV:-} target/release/cdn-proxy --cdn-conf "$D/cdn.yaml" -c "$D/pingora.yaml" &
 proxy=$!; pids+=($proxy)
 for _ in $(seq 300); do curl -fsS -o /dev/null http://127.0.0.1:18980/videos/1k.bin 2>/dev/null && break; sleep 0.1; done
 rss() { awk '/^VmRSS/ {print $2}' "/proc/$proxy/status"; }
@@ -47,9 +48,9 @@ async def main():
     await asyncio.sleep(2)
     open_ = rss()
     for w in conns: w.close()
-    await asyncio.sleep(10)
+    await asyncio.sleep(30)
     after = rss()
     print(f"| {n} idle connections | RSS before {before/1024:.1f} MiB | open {open_/1024:.1f} MiB | "
-          f"per connection {(open_-before)/n:.1f} KiB | 10 s after close {after/1024:.1f} MiB |")
+          f"per connection {(open_-before)/n:.1f} KiB | 30 s after close {after/1024:.1f} MiB |")
 asyncio.run(main())
 PY

@@ -16,7 +16,7 @@ use pingora::server::Server;
 use std::sync::Arc;
 
 #[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// A bare Pingora round-robin HTTP proxy, for benchmarks.
 #[derive(Debug, Parser)]

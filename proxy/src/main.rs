@@ -9,6 +9,7 @@
 //! A config change: `reload.rs` → `config/` → swapped in (`ArcSwap`).
 
 mod admin;
+mod allocator;
 mod atomic_f64;
 mod clock;
 mod config;
@@ -38,9 +39,6 @@ use pingora::server::Server;
 use pingora::services::background::background_service;
 use std::path::PathBuf;
 use std::sync::Arc;
-
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// The Pingora load-balancing edge in front of cdn-origin servers.
 #[derive(Debug, Parser)]
@@ -152,7 +150,7 @@ fn run(args: Args, config: config::Config) -> anyhow::Result<()> {
                 balancer: balancer.clone(),
                 budget: budget.clone(),
                 metrics: metrics.clone(),
-                connector: pingora::connectors::http::Connector::new(None),
+                connector: pingora::connectors::TransportConnector::new(None),
             },
             warmup: warmup.clone(),
             metrics: metrics.clone(),
@@ -213,6 +211,7 @@ fn run(args: Args, config: config::Config) -> anyhow::Result<()> {
 
     server.add_service(public);
     server.add_service(admin);
+    server.add_service(background_service("purging", allocator::Purging));
     server.add_service(background_service("monitor", monitor));
     server.add_service(background_service("ratings", rater));
     server.add_service(background_service("snapshots", snapshotter));

@@ -70,7 +70,7 @@ fn bad_configs_are_refused_with_file_key_and_fix() {
         ),
         (
             format!("{o}client_read_buffer: 100\n"),
-            "FILE: client_read_buffer: 100 must be between 1024 and 1048576 bytes",
+            "FILE: client_read_buffer: 100 must be 0 (no buffer) or between 1024 and 1048576 bytes",
         ),
         ("listen: [\n".to_string(), "FILE: "),
     ];

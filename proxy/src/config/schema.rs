@@ -15,10 +15,11 @@ pub struct Config {
     pub listen: Vec<SocketAddr>,
     /// Operator listener (origins, drain, capacity); loopback by default.
     pub admin_listen: SocketAddr,
-    /// Bytes read from a client connection at a time, on every public
-    /// listener. Every open connection holds a buffer of this size, idle
-    /// keep-alive ones included; a request larger than it is read in
-    /// several reads. Pingora's default is 64 KiB.
+    /// Size of the read buffer under each client connection, on every
+    /// public listener; 0 (the default): none. Every open connection holds
+    /// one, idle keep-alive ones included. Request headers are read whole
+    /// by the request gate and bodies by Pingora into its own buffers, so
+    /// the layer below is not needed. Pingora's default is 64 KiB.
     pub client_read_buffer: usize,
     /// A client's request header must be complete this long after its
     /// first byte (else `408` and the connection is closed).
@@ -201,7 +202,7 @@ impl Default for Config {
         Config {
             listen: vec!["0.0.0.0:8080".parse().expect("literal")],
             admin_listen: "127.0.0.1:8081".parse().expect("literal"),
-            client_read_buffer: 16 * 1024,
+            client_read_buffer: 0,
             client_header_timeout: Duration::from_secs(10),
             client_max_header: 64 * 1024,
             served_by_header: "X-Served-By".into(),

@@ -39,11 +39,11 @@ pub(super) fn check(c: &Config) -> Result<(), (String, String)> {
             );
         }
     }
-    if !(1024..=1024 * 1024).contains(&c.client_read_buffer) {
+    if !(c.client_read_buffer == 0 || (1024..=1024 * 1024).contains(&c.client_read_buffer)) {
         return err(
             "client_read_buffer",
             format!(
-                "{} must be between 1024 and 1048576 bytes, e.g. 16384",
+                "{} must be 0 (no buffer) or between 1024 and 1048576 bytes, e.g. 16384",
                 c.client_read_buffer
             ),
         );

@@ -4,6 +4,7 @@
 //! within the retry attempts and budget; every attempt is counted in the
 //! origin's live state as the plain proxy path counts its own.
 
+use super::origin_response::OriginResponse;
 use super::HOP_BY_HOP;
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -12,15 +13,17 @@ use crate::respond::failure_status;
 use crate::retry_budget::RetryBudget;
 use crate::select::Balancer;
 use http::HeaderValue;
-use pingora::connectors::http::Connector;
+use pingora::connectors::TransportConnector;
 use pingora::http::{RequestHeader, ResponseHeader};
-use pingora::prelude::HttpPeer;
-use pingora::protocols::http::client::HttpSession;
+use pingora::protocols::http::v1::client::http_req_header_to_wire;
+use pingora::upstreams::peer::Peer;
+use pingora::OrErr;
 use pingora::{Error, ErrorType};
 use smallvec::SmallVec;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
+use tokio::io::AsyncWriteExt;
 
 /// Preconditions the origin evaluates on the first fetch (RFC 9110 §13.2.2
 /// steps 1–4); later fetches carry only `If-Range`.
@@ -70,10 +73,10 @@ impl Drop for Attempt {
 
 /// An origin's answer to a slice fetch, header read, body not yet.
 pub struct OpenSlice {
-    /// The connection, to read the body from.
-    pub session: HttpSession,
-    /// Where it goes back to the pool once the body is read.
-    pub peer: HttpPeer,
+    /// The response: its header, and its body to be read.
+    pub body: OriginResponse,
+    /// The connection's key in the pool, where it goes back once the body is read.
+    pub pool_key: u64,
     /// The attempt, counted until this is dropped.
     pub attempt: Attempt,
 }
@@ -81,9 +84,7 @@ pub struct OpenSlice {
 impl OpenSlice {
     /// The origin's response header.
     pub fn resp(&self) -> &ResponseHeader {
-        self.session
-            .response_header()
-            .expect("read before OpenSlice is made")
+        self.body.header()
     }
 }
 
@@ -122,8 +123,9 @@ pub struct Fetcher {
     pub budget: Arc<RetryBudget>,
     /// Whole-proxy counters.
     pub metrics: Arc<Metrics>,
-    /// Pooled connections to origins, the media path's own.
-    pub connector: Connector,
+    /// Pooled connections to origins, the media path's own (HTTP/1: the
+    /// body is read from the connection itself, see `origin_response.rs`).
+    pub connector: TransportConnector,
 }
 
 impl Fetcher {
@@ -171,8 +173,8 @@ impl Fetcher {
         let mut attempt = Attempt::start(origin, cfg.clone());
         let result = self.exchange(cfg, ask, &attempt.origin).await;
         match result {
-            Ok((session, peer)) => {
-                let status = session.response_header().map_or(0, |r| r.status.as_u16());
+            Ok((body, pool_key)) => {
+                let status = body.header().status.as_u16();
                 attempt.origin.count_response(status);
                 // A 5xx is the origin's failure (ejection, error ratio)
                 // whether or not it is retried.
@@ -186,8 +188,8 @@ impl Fetcher {
                     );
                 }
                 Ok(OpenSlice {
-                    session,
-                    peer,
+                    body,
+                    pool_key,
                     attempt,
                 })
             }
@@ -206,40 +208,39 @@ impl Fetcher {
         cfg: &Config,
         ask: &Ask<'_>,
         origin: &Origin,
-    ) -> pingora::Result<(HttpSession, HttpPeer)> {
+    ) -> pingora::Result<(OriginResponse, u64)> {
         let peer = crate::peer::origin_peer(origin.addr, &cfg.timeouts);
-        let (mut session, _reused) = self.connector.get_http_session(&peer).await?;
-        // Per read and per write, as the plain proxy path sets them.
-        session.set_read_timeout(Some(cfg.timeouts.read));
-        session.set_write_timeout(Some(cfg.timeouts.read));
+        let (mut stream, _reused) = self.connector.get_stream(&peer).await?;
         let req = request(ask)?;
+        let wire = http_req_header_to_wire(&req)
+            .ok_or_else(|| Error::explain(ErrorType::InvalidHTTPHeader, "request not writable"))?;
         let sent = Instant::now();
-        session.write_request_header(Box::new(req)).await?;
-        session.finish_request_body().await?;
-        match tokio::time::timeout(cfg.timeouts.response_header, session.read_response_header())
-            .await
-        {
+        // Per read and per write, as the plain proxy path sets them.
+        pingora::prelude::timeout(cfg.timeouts.read, async {
+            stream.write_all(&wire).await?;
+            stream.flush().await
+        })
+        .await
+        .or_err(ErrorType::WriteTimedout, "writing a request to an origin")?
+        .or_err(ErrorType::WriteError, "writing a request to an origin")?;
+        let limit = cfg.timeouts.response_header;
+        let read = OriginResponse::read(stream, &peer, cfg.timeouts.read);
+        let resp = match tokio::time::timeout(limit, read).await {
             Ok(read) => read?,
             Err(_) => {
                 return Error::e_explain(
                     ErrorType::ReadTimedout,
-                    format!(
-                        "no whole response header within {:?}",
-                        cfg.timeouts.response_header
-                    ),
+                    format!("no whole response header within {limit:?}"),
                 )
             }
-        }
+        };
         let now = Instant::now();
         let now_ms = crate::clock::ms_at(now);
         origin.observe_ttfb(now - sent, now_ms, cfg.selection.ewma_decay);
-        let report = session
-            .response_header()
-            .and_then(|r| r.headers.get(cdn_types::LOAD_HEADER));
-        if let Some(report) = report {
+        if let Some(report) = resp.header().headers.get(cdn_types::LOAD_HEADER) {
             origin.set_load_text(report.as_bytes(), now_ms);
         }
-        Ok((session, peer))
+        Ok((resp, peer.reuse_hash()))
     }
 }
 

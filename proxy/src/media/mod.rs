@@ -3,7 +3,8 @@
 //! the origin the balancer picks. A stream thereby outlives the origin
 //! serving it: when an origin fails mid-slice, the rest of that slice comes
 //! from another, checked to be the same object (never two versions spliced).
-//! Memory per stream is one origin read buffer, written to the client as it is.
+//! Memory per stream is one small origin read buffer, written to the client
+//! as it is (`origin_response.rs`).
 //!
 //! `slicing.rs` is the arithmetic, `object.rs` what the first slice fixes,
 //! `fetch.rs` one fetch from one origin, `stream.rs` the client's response.
@@ -12,6 +13,8 @@
 
 mod fetch;
 mod object;
+mod origin_response;
+mod pace;
 mod slicing;
 mod stream;
 

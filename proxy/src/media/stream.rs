@@ -6,13 +6,13 @@
 
 use super::fetch::{Ask, NoAnswer, OpenSlice};
 use super::object::{Mismatch, Object};
+use super::pace::Pace;
 use super::slicing::{next_fetch, Asked, FirstAsk};
 use super::{MediaPath, HOP_BY_HOP};
 use crate::config::Config;
 use bytes::Bytes;
 use cdn_types::range::{range_outcome, Outcome};
 use pingora::http::ResponseHeader;
-use pingora::protocols::http::client::HttpSession as OriginSession;
 use pingora::protocols::http::ServerSession;
 use pingora::proxy::Session;
 use pingora::{Error, ErrorType, OrErr};
@@ -20,6 +20,7 @@ use smallvec::SmallVec;
 use std::ops::RangeInclusive;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// How a request left the media path.
 #[derive(Debug, PartialEq, Eq)]
@@ -70,9 +71,9 @@ impl MediaPath {
             range: first_ask.header(),
             if_range: None,
         };
-        let first = self
-            .fetcher
-            .open_any(cfg, &ask, &mut tried)
+        // Boxed, as the other fetches: a stream's future then stays small
+        // while it spends its life copying.
+        let first = Box::pin(self.fetcher.open_any(cfg, &ask, &mut tried))
             .await
             .map_err(Failed::NoAnswer)?;
         let status = first.resp().status.as_u16();
@@ -83,7 +84,11 @@ impl MediaPath {
             200 | 416 => return Ok(Served::Proxy),
             // Anything else (404, 304 or 412 to the client's preconditions,
             // ...) answers the client as it is.
-            _ => return self.relay(session, first).await.map(|()| Served::Done),
+            _ => {
+                return Box::pin(self.relay(session, first, cfg.timeouts.read))
+                    .await
+                    .map(|()| Served::Done)
+            }
         }
         let Some((object, got)) = Object::from_first(first.resp()) else {
             return Ok(Served::Proxy);
@@ -166,6 +171,8 @@ impl MediaPath {
         // Origins that failed the slice being fetched (cleared at each new slice).
         let mut failed: SmallVec<[std::net::SocketAddr; 4]> = SmallVec::new();
         let mut resuming = false;
+        // The client's pace, carried from fetch to fetch.
+        let mut pace = Pace::new(std::time::Instant::now());
         while pos <= last {
             let fetch = next_fetch(pos, last, slice);
             let mut open = match pending.take() {
@@ -177,9 +184,7 @@ impl MediaPath {
                         if_range: object.if_range(),
                     };
                     let mut tried = failed.clone();
-                    let open = self
-                        .fetcher
-                        .open_any(cfg, &ask, &mut tried)
+                    let open = Box::pin(self.fetcher.open_any(cfg, &ask, &mut tried))
                         .await
                         .map_err(|e| {
                             self.metrics.media_broken.inc();
@@ -204,19 +209,30 @@ impl MediaPath {
             self.metrics.media_slices.inc();
             open.attempt.origin.count_slice();
             let until = last.min(*fetch.end());
-            match copy(session, &mut open, &mut pos, until, &self.metrics).await {
+            open.body.set_read_size(pace.read_size());
+            let copied = copy(
+                session,
+                &mut open,
+                &mut pos,
+                until,
+                cfg,
+                &mut pace,
+                &self.metrics,
+            );
+            let copied = copied.await;
+            match copied {
                 Ok(()) => {
                     failed.clear();
-                    let OpenSlice {
-                        session: s, peer, ..
-                    } = open;
+                    let OpenSlice { body, pool_key, .. } = open;
                     // Only a connection whose response was read to its end goes back to the pool.
-                    if pos > until && until == *fetch.end() {
-                        let idle = Some(cfg.timeouts.idle);
-                        self.fetcher
-                            .connector
-                            .release_http_session(s, &peer, idle)
-                            .await;
+                    if until == *fetch.end() {
+                        // Boxed: a short step that would otherwise widen every stream's future.
+                        if let Some(stream) = Box::pin(body.into_reusable()).await {
+                            let idle = Some(cfg.timeouts.idle);
+                            self.fetcher
+                                .connector
+                                .release_stream(stream, pool_key, idle);
+                        }
                     }
                 }
                 Err(CopyError::Client(e)) => return Err(Failed::Cut(e)),
@@ -228,11 +244,16 @@ impl MediaPath {
                 }
             }
         }
-        finish(session).await.map_err(Failed::Cut)
+        Box::pin(finish(session)).await.map_err(Failed::Cut)
     }
 
     /// Passes a non-206 first answer (404, 304, 412, ...) on as it is.
-    async fn relay(&self, session: &mut Session, mut open: OpenSlice) -> Result<(), Failed> {
+    async fn relay(
+        &self,
+        session: &mut Session,
+        mut open: OpenSlice,
+        read_timeout: Duration,
+    ) -> Result<(), Failed> {
         let resp = open.resp();
         let mut header =
             ResponseHeader::build(resp.status, Some(resp.headers.len())).map_err(Failed::Cut)?;
@@ -255,9 +276,9 @@ impl MediaPath {
             return Ok(());
         }
         loop {
-            match open.session.read_response_body().await {
+            match open.body.next(read_timeout).await {
                 Ok(Some(b)) => session
-                    .write_response_body(Some(b), false)
+                    .write_response_body(Some(Bytes::copy_from_slice(b)), false)
                     .await
                     .map_err(Failed::Cut)?,
                 Ok(None) => break,
@@ -281,21 +302,17 @@ async fn copy(
     open: &mut OpenSlice,
     pos: &mut u64,
     until: u64,
+    cfg: &Config,
+    pace: &mut Pace,
     metrics: &crate::metrics::Metrics,
 ) -> Result<(), CopyError> {
+    let read_timeout = cfg.timeouts.read;
     let origin = open.attempt.origin.clone();
     while *pos <= until {
         let need = (until - *pos + 1) as usize;
         // Borrowed from the origin connection's read buffer and written
         // straight to the client: no copy in between on HTTP/1.
-        let chunk: Result<Option<ChunkRef<'_>>, Box<Error>> = match &mut open.session {
-            OriginSession::H1(s) => s.read_body_ref().await.map(|c| c.map(ChunkRef::Slice)),
-            other => other
-                .read_response_body()
-                .await
-                .map(|c| c.map(ChunkRef::Owned)),
-        };
-        let chunk = match chunk {
+        let bytes = match open.body.next(read_timeout).await {
             Ok(Some(c)) => c,
             Ok(None) => {
                 return Err(CopyError::Origin(Error::explain(
@@ -305,7 +322,6 @@ async fn copy(
             }
             Err(e) => return Err(CopyError::Origin(e)),
         };
-        let bytes = chunk.as_slice();
         let take = bytes.len().min(need);
         if take == 0 {
             continue;
@@ -313,26 +329,13 @@ async fn copy(
         write_body(session, &bytes[..take])
             .await
             .map_err(CopyError::Client)?;
+        pace.wrote(take, std::time::Instant::now());
+        open.body.set_read_size(pace.read_size());
         *pos += take as u64;
         origin.add_bytes(take as u64);
         metrics.total_bytes.fetch_add(take as u64, Relaxed);
     }
     Ok(())
-}
-
-/// A body chunk: borrowed from the origin connection's buffer (HTTP/1) or owned.
-enum ChunkRef<'a> {
-    Slice(&'a [u8]),
-    Owned(Bytes),
-}
-
-impl ChunkRef<'_> {
-    fn as_slice(&self) -> &[u8] {
-        match self {
-            ChunkRef::Slice(s) => s,
-            ChunkRef::Owned(b) => b,
-        }
-    }
 }
 
 /// Writes body bytes to the client: straight from the slice on HTTP/1.
