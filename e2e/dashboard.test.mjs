@@ -42,6 +42,9 @@ test('the dashboard shows live data and an origin going down', async () => {
       const has = (id) => Chart.getChart(id).data.datasets.some((d) => d.data.some((v) => v > 0));
       return ['c-rpm', 'c-bw', 'c-mem', 'c-media', 'o-tp', 'o-share'].every(has);
     }, null, { timeout: 20000 });
+    // The memory chart plots the media path's read buffers (a number in every frame).
+    const buffers = await page.evaluate(() => Chart.getChart('c-mem').data.datasets[1].data.filter((v) => v !== null));
+    assert.ok(buffers.length > 0 && buffers.every(Number.isFinite), JSON.stringify(buffers));
     // The origins served slices of the media GETs (the slices column).
     await page.waitForFunction(() => [...document.querySelectorAll('#origins tbody tr')]
       .some((tr) => Number(tr.cells[10].textContent) > 0), null, { timeout: 20000 });

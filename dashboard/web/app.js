@@ -33,7 +33,7 @@ const g = {
   bw: lineChart('c-bw', 'Mbps', [{ label: 'Mbps' }]),
   rt: lineChart('c-rt', 'ms', [{ label: 'average' }, { label: 'p95', color: COLORS[2] }]),
   cpu: lineChart('c-cpu', '% of one core', [{ label: 'CPU %' }]),
-  mem: lineChart('c-mem', 'MiB', [{ label: 'resident MiB' }]),
+  mem: lineChart('c-mem', 'MiB', [{ label: 'resident MiB' }, { label: 'media read buffers MiB', color: COLORS[2] }]),
   media: lineChart('c-media', 'per second', [{ label: 'slices/s' }, { label: 'resumes/s', color: COLORS[2] },
     { label: 'cut/s', color: COLORS[3] }]),
 };
@@ -114,6 +114,7 @@ function onFrame(s) {
   push(g.cpu.data.datasets[0].data, G.cpu_percent);
   push(g.mem.data.datasets[0].data, G.memory_bytes / 1048576);
   const M = G.media ?? {};
+  push(g.mem.data.datasets[1].data, M.buffered_bytes / 1048576);
   const rate = (k) => (lastMedia ? Math.max(0, (M[k] - lastMedia.m[k]) / Math.max(0.001, (s.timestamp_ms - lastMedia.ts) / 1000)) : null);
   push(g.media.data.datasets[0].data, rate('slices_total'));
   push(g.media.data.datasets[1].data, rate('resumes_total'));

@@ -64,6 +64,8 @@ pub struct Pacing {
     pub chunk_size: usize,
     /// Bytes per second this stream may send; 0 means unlimited.
     pub bytes_per_sec: u64,
+    /// A fault: the stream fails after this many bytes (0: never).
+    pub cut_after: u64,
 }
 
 struct State<G> {
@@ -125,6 +127,13 @@ async fn next_chunk<G: StreamGuard>(st: &mut State<G>) -> io::Result<Option<Byte
             }
             Part::File { start, len } => {
                 let mut want = (*len).min(st.pacing.chunk_size as u64);
+                if st.pacing.cut_after > 0 {
+                    let left = st.pacing.cut_after.saturating_sub(st.sent);
+                    if left == 0 {
+                        return Err(io::Error::other("injected fault: body cut"));
+                    }
+                    want = want.min(left);
+                }
                 if st.pacing.bytes_per_sec > 0 {
                     // Small reads keep a throttled stream smooth.
                     want = want.min(st.pacing.bytes_per_sec.div_ceil(10).max(1));
@@ -228,6 +237,7 @@ mod tests {
         let pacing = Pacing {
             chunk_size: 1024,
             bytes_per_sec: 0,
+            cut_after: 0,
         };
         let mut body = file_stream(tmp, parts, pacing, Count(counted.clone()));
         let mut out = Vec::new();
@@ -256,6 +266,7 @@ mod tests {
         let pacing = Pacing {
             chunk_size: 64,
             bytes_per_sec: 0,
+            cut_after: 0,
         };
         let mut body = file_stream(tmp, parts, pacing, Count(Arc::default()));
         let mut saw_error = false;

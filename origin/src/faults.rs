@@ -1,5 +1,6 @@
 //! Fault injection for tests, benchmarks and demos: latency, a bandwidth
-//! cap, a concurrency limit with a queue, a 5xx rate, CPU burners and hang.
+//! cap, a concurrency limit with a queue, a 5xx rate, CPU burners, hang, and
+//! bodies cut short.
 //! All off unless set by flags or, with `--fault-admin`, by
 //! `POST /admin/faults` from loopback.
 
@@ -51,6 +52,10 @@ pub struct FaultSettings {
     /// Accept connections but never answer (except /admin/faults).
     #[arg(long = "fault-hang", default_value_t = false)]
     pub hang: bool,
+    /// Cut every media body after this many bytes by closing the
+    /// connection, as a crashing or restarted origin does (0: never).
+    #[arg(long = "fault-cut-after", value_name = "BYTES", default_value_t = 0)]
+    pub cut_after_bytes: u64,
 }
 
 fn default_error_status() -> u16 {
@@ -93,6 +98,7 @@ pub struct FaultPatch {
     error_status: Option<u16>,
     cpu_burn_threads: Option<usize>,
     hang: Option<bool>,
+    cut_after_bytes: Option<u64>,
     /// Turn everything off first, then apply the other fields.
     #[serde(default)]
     reset: bool,
@@ -118,7 +124,8 @@ impl FaultPatch {
             error_rate,
             error_status,
             cpu_burn_threads,
-            hang
+            hang,
+            cut_after_bytes
         );
         s
     }

@@ -67,6 +67,7 @@ pub async fn serve(
     let pacing = Pacing {
         chunk_size: app.chunk_size,
         bytes_per_sec: settings.bandwidth_bytes_per_sec,
+        cut_after: settings.cut_after_bytes,
     };
     file_response(app, &req, file, pacing, permit, started)
 }

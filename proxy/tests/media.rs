@@ -1,6 +1,7 @@
 //! The media path through the real binaries: responses built from slices
 //! are the origin's own, byte for byte and header for header; streams
-//! survive an origin killed under them; a file replaced mid-stream cuts the
+//! survive an origin killed under them or closing connections mid-slice,
+//! and hold small counted buffers; a file replaced mid-stream cuts the
 //! stream (counted) rather than splicing two versions.
 
 mod common;
@@ -214,6 +215,12 @@ async fn killing_an_origin_mid_stream_breaks_no_stream() {
         (media_counter(&edge, "cdn_media_streams").await == 20).then_some(())
     })
     .await;
+    // Every open stream holds a read buffer, counted.
+    let buffered = media_counter(&edge, "cdn_media_buffered_bytes").await;
+    assert!(
+        buffered >= 20 * 4096,
+        "{buffered} bytes buffered by 20 streams"
+    );
     drop(origins.remove(1));
     for s in streams {
         let (range, status, bytes) = s.await.unwrap().expect("the stream completes");
@@ -228,6 +235,40 @@ async fn killing_an_origin_mid_stream_breaks_no_stream() {
     assert!(
         media_counter(&edge, "cdn_media_resumes_total").await >= 1,
         "the killed origin was mid-slice"
+    );
+    assert_eq!(media_counter(&edge, "cdn_media_broken_total").await, 0);
+    testkit::wait_until("no buffers held", Duration::from_secs(10), || async {
+        (media_counter(&edge, "cdn_media_buffered_bytes").await == 0).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_closing_connections_mid_slice_is_resumed_from_another() {
+    let media = MediaFixture::new().unwrap();
+    // Every body from this one ends with a closed connection after 20,000 bytes.
+    let cutter = start_origin_at(&media, "127.0.0.1:0", &["--fault-cut-after", "20000"]);
+    let healthy = start_origin_at(&media, "127.0.0.1:0", &[]);
+    let edge = start_proxy(&sections(&[cutter.addr, healthy.addr], SLICE), 2).await;
+    let http = client();
+    let size = media.clip.len();
+    for range in [None, Some((70_000, size - 6))] {
+        let mut req = http.get(format!("{}/videos/clip.mp4", edge.url()));
+        if let Some((a, b)) = range {
+            req = req.header("range", format!("bytes={a}-{b}"));
+        }
+        let r = req.send().await.unwrap();
+        let (a, b) = range.unwrap_or((0, size - 1));
+        let bytes = body(r).await.expect("the stream completes");
+        assert!(
+            bytes == media.clip[a..=b],
+            "{range:?}: {} bytes, not the origin's",
+            bytes.len()
+        );
+    }
+    assert!(
+        media_counter(&edge, "cdn_media_resumes_total").await >= 1,
+        "slices of the cutting origin were resumed"
     );
     assert_eq!(media_counter(&edge, "cdn_media_broken_total").await, 0);
 }

@@ -224,7 +224,8 @@ impl Fetcher {
         .or_err(ErrorType::WriteTimedout, "writing a request to an origin")?
         .or_err(ErrorType::WriteError, "writing a request to an origin")?;
         let limit = cfg.timeouts.response_header;
-        let read = OriginResponse::read(stream, &peer, cfg.timeouts.read);
+        let buffered = self.metrics.media_buffered.clone();
+        let read = OriginResponse::read(stream, &peer, cfg.timeouts.read, buffered);
         let resp = match tokio::time::timeout(limit, read).await {
             Ok(read) => read?,
             Err(_) => {

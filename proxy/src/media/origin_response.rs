@@ -19,6 +19,7 @@ use pingora::protocols::http::v1::client::HttpSession;
 use pingora::protocols::l4::stream::Stream as TcpStream;
 use pingora::protocols::Stream;
 use pingora::{Error, ErrorType, OrErr, Result};
+use prometheus::IntGauge;
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
 
@@ -51,17 +52,46 @@ enum Source {
 pub struct OriginResponse {
     header: Box<ResponseHeader>,
     source: Source,
+    /// The read buffer's size, in `cdn_media_buffered_bytes`.
+    counted: Counted,
+}
+
+/// A buffer's size, counted in a gauge while it lives.
+struct Counted {
+    gauge: IntGauge,
+    bytes: i64,
+}
+
+impl Counted {
+    fn set(&mut self, bytes: usize) {
+        let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
+        self.gauge.add(bytes - self.bytes);
+        self.bytes = bytes;
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.gauge.sub(self.bytes);
+    }
 }
 
 impl OriginResponse {
     /// Reads the response to the request just written on `stream`. Each
-    /// read is bounded by `read_timeout`; the caller bounds the whole header.
+    /// read is bounded by `read_timeout`; the caller bounds the whole
+    /// header. The read buffer is counted in `buffered` while it lives.
     pub async fn read(
         mut stream: Stream,
         peer: &HttpPeer,
         read_timeout: Duration,
+        buffered: IntGauge,
     ) -> Result<OriginResponse> {
         let mut buf = vec![0; READ_MIN];
+        let mut counted = Counted {
+            gauge: buffered,
+            bytes: 0,
+        };
+        counted.set(buf.len());
         let mut end = 0;
         let head = loop {
             if end == buf.len() {
@@ -72,6 +102,7 @@ impl OriginResponse {
                     );
                 }
                 buf.resize(buf.len() * 2, 0);
+                counted.set(buf.len());
             }
             let n = timed_read(&mut stream, &mut buf[end..], read_timeout).await?;
             if n == 0 {
@@ -121,9 +152,17 @@ impl OriginResponse {
                     buf,
                 }
             }
-            None => Source::Session(Box::new(session)),
+            None => {
+                // Pingora's reader holds its own 64 KiB buffer.
+                counted.set(READ_MAX);
+                Source::Session(Box::new(session))
+            }
         };
-        Ok(OriginResponse { header, source })
+        Ok(OriginResponse {
+            header,
+            source,
+            counted,
+        })
     }
 
     /// The origin's response header.
@@ -152,6 +191,7 @@ impl OriginResponse {
                         // A new buffer rather than a resized one: a shrunk
                         // Vec would keep its memory.
                         *buf = vec![0; *read_size];
+                        self.counted.set(buf.len());
                     }
                     let want = buf.len().min(usize::try_from(*left).unwrap_or(usize::MAX));
                     let n = timed_read(stream, &mut buf[..want], read_timeout).await?;

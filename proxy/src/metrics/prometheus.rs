@@ -32,6 +32,8 @@ pub struct Metrics {
     pub reloads_refused: IntCounter,
     /// `cdn_media_streams`: media-path responses being written now.
     pub media_streams: IntGauge,
+    /// `cdn_media_buffered_bytes`: origin read buffers held by media streams now.
+    pub media_buffered: IntGauge,
     /// `cdn_media_slices_total`: slice fetches whose body went to a client.
     pub media_slices: IntCounter,
     /// `cdn_media_resumes_total`: slices finished by another origin after one failed mid-slice.
@@ -74,6 +76,10 @@ impl Metrics {
             media_streams: register_int_gauge!(
                 "cdn_media_streams",
                 "Media-path responses being written to clients now."
+            )?,
+            media_buffered: register_int_gauge!(
+                "cdn_media_buffered_bytes",
+                "Bytes of origin read buffers held by media-path streams now (sized to each client's pace)."
             )?,
             media_slices: register_int_counter!(
                 "cdn_media_slices_total",

@@ -81,6 +81,8 @@ pub struct Global {
 pub struct MediaFigures {
     /// Media responses being written now.
     pub streams: i64,
+    /// Bytes of origin read buffers the streams hold now.
+    pub buffered_bytes: i64,
     /// Slice fetches whose body went to a client.
     pub slices_total: u64,
     /// Slices finished by another origin after one failed mid-slice.
@@ -327,6 +329,7 @@ impl Snapshotter {
                 retries_total: self.metrics.retries.get(),
                 media: MediaFigures {
                     streams: self.metrics.media_streams.get(),
+                    buffered_bytes: self.metrics.media_buffered.get(),
                     slices_total: self.metrics.media_slices.get(),
                     resumes_total: self.metrics.media_resumes.get(),
                     resume_aborts_total: self.metrics.media_aborts.get(),
