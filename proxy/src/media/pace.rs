@@ -4,7 +4,11 @@
 //! A slow viewer holds its read buffer while the kernel drains its socket,
 //! so its reads should be small; a fast client should move many bytes per
 //! system call. The client's rate over the last window decides: reads hold
-//! about `HOLD` of it, between `READ_MIN` and `READ_MAX`. (Whether a write
+//! about `HOLD` of it, between `READ_MIN` and `READ_MAX`. Until a first
+//! window has passed, the size doubles with every write (a 1 MiB range at
+//! loopback speed is over in a millisecond, and must not be read 4 KiB at a
+//! time); a slow client's first writes fill kernel buffers at that speed
+//! too, and its first window brings its reads back down. (Whether a write
 //! had to wait is no signal: the kernel wakes a writer only once a third of
 //! its send buffer is free, so a slow client's writes mostly do not wait.)
 
@@ -30,6 +34,8 @@ pub struct Pace {
     read_size: usize,
     since: Instant,
     bytes: u64,
+    /// A whole window has been measured.
+    measured: bool,
 }
 
 impl Pace {
@@ -39,6 +45,7 @@ impl Pace {
             read_size: READ_MIN,
             since: now,
             bytes: 0,
+            measured: false,
         }
     }
 
@@ -53,6 +60,9 @@ impl Pace {
                 .clamp(READ_MIN, READ_MAX);
             self.since = now;
             self.bytes = 0;
+            self.measured = true;
+        } else if !self.measured {
+            self.read_size = (self.read_size * 2).min(READ_MAX);
         }
     }
 
@@ -81,6 +91,19 @@ mod tests {
         assert_eq!(after(16 * 1024, 3), READ_MIN);
         assert_eq!(after(2 << 20, 1), 32 * 1024);
         assert_eq!(after(1 << 30, 1), READ_MAX);
+    }
+
+    #[test]
+    fn before_a_first_window_the_size_doubles_with_each_write() {
+        let t0 = Instant::now();
+        let mut p = Pace::new(t0);
+        let sizes: Vec<_> = (1..=6)
+            .map(|i| {
+                p.wrote(p.read_size(), t0 + Duration::from_micros(i));
+                p.read_size()
+            })
+            .collect();
+        assert_eq!(sizes, [8192, 16384, 32768, 65536, 65536, 65536]);
     }
 
     #[test]
