@@ -5,17 +5,16 @@
 //! so its reads should be small; a fast client should move many bytes per
 //! system call. The client's rate over the last window decides: reads hold
 //! about `HOLD` of it, between `READ_MIN` and `READ_MAX`. Until a first
-//! window has passed, the size doubles with every write (a 1 MiB range at
-//! loopback speed is over in a millisecond, and must not be read 4 KiB at a
-//! time); a slow client's first writes fill kernel buffers at that speed
-//! too, and its first window brings its reads back down. (Whether a write
+//! window has passed, reads are `READ_MAX`: a 1 MiB range at loopback speed
+//! is over in a millisecond, and a slow client's first writes fill kernel
+//! buffers at that speed too (its first window brings its reads down). (Whether a write
 //! had to wait is no signal: the kernel wakes a writer only once a third of
 //! its send buffer is free, so a slow client's writes mostly do not wait.)
 
 use std::time::{Duration, Instant};
 
-/// The smallest read from an origin, and the first of a stream: what a
-/// slow viewer's stream holds while the kernel drains its socket.
+/// The smallest read from an origin: what a slow viewer's stream holds
+/// while the kernel drains its socket.
 pub const READ_MIN: usize = 4 * 1024;
 
 /// The largest read, for a client that keeps up: as many bytes per system
@@ -34,18 +33,15 @@ pub struct Pace {
     read_size: usize,
     since: Instant,
     bytes: u64,
-    /// A whole window has been measured.
-    measured: bool,
 }
 
 impl Pace {
-    /// A stream starting at `now`, reading `READ_MIN` until its rate is known.
+    /// A stream starting at `now`, reading `READ_MAX` until its rate is known.
     pub fn new(now: Instant) -> Pace {
         Pace {
-            read_size: READ_MIN,
+            read_size: READ_MAX,
             since: now,
             bytes: 0,
-            measured: false,
         }
     }
 
@@ -60,9 +56,6 @@ impl Pace {
                 .clamp(READ_MIN, READ_MAX);
             self.since = now;
             self.bytes = 0;
-            self.measured = true;
-        } else if !self.measured {
-            self.read_size = (self.read_size * 2).min(READ_MAX);
         }
     }
 
@@ -87,23 +80,10 @@ mod tests {
 
     #[test]
     fn a_slow_client_gets_small_reads_and_a_fast_one_large() {
-        assert_eq!(Pace::new(Instant::now()).read_size(), READ_MIN);
+        assert_eq!(Pace::new(Instant::now()).read_size(), READ_MAX);
         assert_eq!(after(16 * 1024, 3), READ_MIN);
         assert_eq!(after(2 << 20, 1), 32 * 1024);
         assert_eq!(after(1 << 30, 1), READ_MAX);
-    }
-
-    #[test]
-    fn before_a_first_window_the_size_doubles_with_each_write() {
-        let t0 = Instant::now();
-        let mut p = Pace::new(t0);
-        let sizes: Vec<_> = (1..=6)
-            .map(|i| {
-                p.wrote(p.read_size(), t0 + Duration::from_micros(i));
-                p.read_size()
-            })
-            .collect();
-        assert_eq!(sizes, [8192, 16384, 32768, 65536, 65536, 65536]);
     }
 
     #[test]
