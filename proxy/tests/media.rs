@@ -232,10 +232,9 @@ async fn killing_an_origin_mid_stream_breaks_no_stream() {
             bytes.len()
         );
     }
-    assert!(
-        media_counter(&edge, "cdn_media_resumes_total").await >= 1,
-        "the killed origin was mid-slice"
-    );
+    let resumes = media_counter(&edge, "cdn_media_resumes_total").await;
+    eprintln!("20 streams complete across the kill, {resumes} slices resumed");
+    assert!(resumes >= 1, "the killed origin was mid-slice");
     assert_eq!(media_counter(&edge, "cdn_media_broken_total").await, 0);
     testkit::wait_until("no buffers held", Duration::from_secs(10), || async {
         (media_counter(&edge, "cdn_media_buffered_bytes").await == 0).then_some(())
