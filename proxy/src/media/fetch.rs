@@ -226,7 +226,7 @@ impl Fetcher {
         let limit = cfg.timeouts.response_header;
         let buffered = self.metrics.media_buffered.clone();
         let read = OriginResponse::read(stream, &peer, cfg.timeouts.read, buffered);
-        let resp = match tokio::time::timeout(limit, read).await {
+        let resp = match pingora::prelude::timeout(limit, read).await {
             Ok(read) => read?,
             Err(_) => {
                 return Error::e_explain(

@@ -54,6 +54,8 @@ pub struct OriginResponse {
     source: Source,
     /// The read buffer's size, in `cdn_media_buffered_bytes`.
     counted: Counted,
+    /// How long one read of the body may wait.
+    read_timeout: Duration,
 }
 
 /// A buffer's size, counted in a gauge while it lives.
@@ -162,6 +164,7 @@ impl OriginResponse {
             header,
             source,
             counted,
+            read_timeout,
         })
     }
 
@@ -171,8 +174,8 @@ impl OriginResponse {
     }
 
     /// The next bytes of the body; `None` at its end. Each read waits at
-    /// most `read_timeout`.
-    pub async fn next(&mut self, read_timeout: Duration) -> Result<Option<&[u8]>> {
+    /// most the `read_timeout` given to [`Self::read`].
+    pub async fn next(&mut self) -> Result<Option<&[u8]>> {
         match &mut self.source {
             Source::Direct {
                 stream,
@@ -194,7 +197,7 @@ impl OriginResponse {
                         self.counted.set(buf.len());
                     }
                     let want = buf.len().min(usize::try_from(*left).unwrap_or(usize::MAX));
-                    let n = timed_read(stream, &mut buf[..want], read_timeout).await?;
+                    let n = timed_read(stream, &mut buf[..want], self.read_timeout).await?;
                     if n == 0 {
                         return Error::e_explain(
                             ErrorType::ConnectionClosed,

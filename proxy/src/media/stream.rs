@@ -20,7 +20,6 @@ use smallvec::SmallVec;
 use std::ops::RangeInclusive;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// How a request left the media path.
 #[derive(Debug, PartialEq, Eq)]
@@ -85,7 +84,7 @@ impl MediaPath {
             // Anything else (404, 304 or 412 to the client's preconditions,
             // ...) answers the client as it is.
             _ => {
-                return Box::pin(self.relay(session, first, cfg.timeouts.read))
+                return Box::pin(self.relay(session, first))
                     .await
                     .map(|()| Served::Done)
             }
@@ -209,18 +208,15 @@ impl MediaPath {
             self.metrics.media_slices.inc();
             open.attempt.origin.count_slice();
             let until = last.min(*fetch.end());
-            open.body.set_read_size(pace.read_size());
             let copied = copy(
                 session,
                 &mut open,
                 &mut pos,
                 until,
-                cfg,
                 &mut pace,
                 &self.metrics,
             );
-            let copied = copied.await;
-            match copied {
+            match copied.await {
                 Ok(()) => {
                     failed.clear();
                     let OpenSlice { body, pool_key, .. } = open;
@@ -248,12 +244,7 @@ impl MediaPath {
     }
 
     /// Passes a non-206 first answer (404, 304, 412, ...) on as it is.
-    async fn relay(
-        &self,
-        session: &mut Session,
-        mut open: OpenSlice,
-        read_timeout: Duration,
-    ) -> Result<(), Failed> {
+    async fn relay(&self, session: &mut Session, mut open: OpenSlice) -> Result<(), Failed> {
         let resp = open.resp();
         let mut header =
             ResponseHeader::build(resp.status, Some(resp.headers.len())).map_err(Failed::Cut)?;
@@ -276,7 +267,7 @@ impl MediaPath {
             return Ok(());
         }
         loop {
-            match open.body.next(read_timeout).await {
+            match open.body.next().await {
                 Ok(Some(b)) => session
                     .write_response_body(Some(Bytes::copy_from_slice(b)), false)
                     .await
@@ -302,17 +293,16 @@ async fn copy(
     open: &mut OpenSlice,
     pos: &mut u64,
     until: u64,
-    cfg: &Config,
     pace: &mut Pace,
     metrics: &crate::metrics::Metrics,
 ) -> Result<(), CopyError> {
-    let read_timeout = cfg.timeouts.read;
     let origin = open.attempt.origin.clone();
     while *pos <= until {
         let need = (until - *pos + 1) as usize;
+        open.body.set_read_size(pace.read_size());
         // Borrowed from the origin connection's read buffer and written
         // straight to the client: no copy in between on HTTP/1.
-        let bytes = match open.body.next(read_timeout).await {
+        let bytes = match open.body.next().await {
             Ok(Some(c)) => c,
             Ok(None) => {
                 return Err(CopyError::Origin(Error::explain(
@@ -330,7 +320,6 @@ async fn copy(
             .await
             .map_err(CopyError::Client)?;
         pace.wrote(take, std::time::Instant::now());
-        open.body.set_read_size(pace.read_size());
         *pos += take as u64;
         origin.add_bytes(take as u64);
         metrics.total_bytes.fetch_add(take as u64, Relaxed);
