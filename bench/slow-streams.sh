@@ -3,7 +3,7 @@
 # Starts three cdn-origins and cdn-proxy (release builds) over a copy of the sample video in
 # RAM, opens N streams of it through the proxy that each read READ_RATE bytes a second (a
 # player that has buffered ahead; the client socket's receive buffer is kept at 64 KiB so
-# the kernel does not swallow the body), and prints the proxy's and the origins' RSS before,
+# the kernel does not swallow the body, and asyncio buffers at most 64 KiB), and prints the proxy's and the origins' RSS before,
 # with the streams open, and 30 s after they all closed.
 # Env: N (1000), READ_RATE (16384), HOLD (15 s with every stream open), CDN_YAML_EXTRA
 # (lines appended to the proxy's cdn.yaml; `media: {enabled: false}` measures the plain path).
@@ -35,7 +35,7 @@ async def stream(opened, stop):
     s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
     s.setblocking(False)
     await asyncio.get_running_loop().sock_connect(s, ("127.0.0.1", 18990))
-    r, w = await asyncio.open_connection(sock=s, limit=1 << 20)
+    r, w = await asyncio.open_connection(sock=s, limit=1 << 15)
     w.write(b"GET /videos/sample.mp4 HTTP/1.1\r\nHost: bench\r\n\r\n")
     await w.drain()
     head = await r.readuntil(b"\r\n\r\n")

@@ -5,11 +5,16 @@
 //! memory per stream is one chunk, and a slow client slows the reads down
 //! instead of growing a buffer.
 //!
+//! Each chunk is as large as the connection's socket can take now
+//! (`crate::send_room`), up to the configured chunk size: a slow client's
+//! stream holds a small chunk, a fast client's moves many bytes per read.
+//!
 //! Reads try the page cache first without blocking (`preadv2` with
 //! `RWF_NOWAIT`, on the runtime thread); only data that would have to come
 //! from disk goes to the blocking pool. Hot video then costs no thread
 //! hand-off per chunk, and a cold disk never stalls the runtime.
 
+use crate::send_room::SendRoom;
 use bytes::Bytes;
 use futures_util::stream;
 use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
@@ -60,7 +65,8 @@ impl Part {
 /// How a file stream is paced.
 #[derive(Debug, Clone, Copy)]
 pub struct Pacing {
-    /// Largest read, and so the most memory one stream holds.
+    /// Largest read, and so the most memory one stream holds (smaller while
+    /// the client's socket has less room).
     pub chunk_size: usize,
     /// Bytes per second this stream may send; 0 means unlimited.
     pub bytes_per_sec: u64,
@@ -74,6 +80,7 @@ struct State<G> {
     pacing: Pacing,
     started: Instant,
     sent: u64,
+    room: Option<Arc<SendRoom>>,
     /// Dropped with the stream: ends the stream's accounting however it ends.
     guard: G,
 }
@@ -82,16 +89,31 @@ struct State<G> {
 pub trait StreamGuard: Send + Sync + 'static {
     /// Called with the size of each chunk as it is handed to the connection.
     fn sent(&self, bytes: u64);
+
+    /// Makes a chunk read from the file into the bytes handed to the
+    /// connection (which drops them once written): the place to account
+    /// for memory held.
+    fn hold(&self, chunk: Vec<u8>) -> Bytes {
+        Bytes::from(chunk)
+    }
 }
 
-/// Streams `parts` of `file`, paced by `pacing`, reporting to `guard`.
-pub fn file_stream<G: StreamGuard>(file: File, parts: Vec<Part>, pacing: Pacing, guard: G) -> Body {
+/// Streams `parts` of `file`, paced by `pacing`, reporting to `guard`; each
+/// chunk sized to `room` (the connection's socket) when known.
+pub fn file_stream<G: StreamGuard>(
+    file: File,
+    parts: Vec<Part>,
+    pacing: Pacing,
+    room: Option<Arc<SendRoom>>,
+    guard: G,
+) -> Body {
     let state = State {
         file: Arc::new(file),
         parts: parts.into(),
         pacing,
         started: Instant::now(),
         sent: 0,
+        room,
         guard,
     };
     let s = stream::unfold(state, |mut st| async move {
@@ -126,7 +148,11 @@ async fn next_chunk<G: StreamGuard>(st: &mut State<G>) -> io::Result<Option<Byte
                 st.parts.pop_front();
             }
             Part::File { start, len } => {
-                let mut want = (*len).min(st.pacing.chunk_size as u64);
+                let chunk = match &st.room {
+                    Some(room) => room.chunk(st.pacing.chunk_size),
+                    None => st.pacing.chunk_size,
+                };
+                let mut want = (*len).min(chunk as u64);
                 if st.pacing.cut_after > 0 {
                     let left = st.pacing.cut_after.saturating_sub(st.sent);
                     if left == 0 {
@@ -138,7 +164,9 @@ async fn next_chunk<G: StreamGuard>(st: &mut State<G>) -> io::Result<Option<Byte
                     // Small reads keep a throttled stream smooth.
                     want = want.min(st.pacing.bytes_per_sec.div_ceil(10).max(1));
                 }
-                let bytes = read_at(&st.file, *start, want as usize).await?;
+                let bytes = st
+                    .guard
+                    .hold(read_at(&st.file, *start, want as usize).await?);
                 *start += bytes.len() as u64;
                 *len -= bytes.len() as u64;
                 break bytes;
@@ -158,12 +186,15 @@ async fn next_chunk<G: StreamGuard>(st: &mut State<G>) -> io::Result<Option<Byte
 
 /// Reads up to `want` bytes at `offset`: from the page cache without
 /// blocking when it can, else on the blocking pool.
-async fn read_at(file: &Arc<File>, offset: u64, want: usize) -> io::Result<Bytes> {
+async fn read_at(file: &Arc<File>, offset: u64, want: usize) -> io::Result<Vec<u8>> {
     let mut buf = Vec::with_capacity(want);
     if read_cached(file, offset, &mut buf).unwrap_or(0) == 0 {
         let f = file.clone();
+        // The buffer comes from this runtime thread: a blocking-pool thread
+        // that allocated it would keep the freed memory in its own allocator
+        // heap while it idles.
         buf = tokio::task::spawn_blocking(move || {
-            let mut buf = vec![0u8; want];
+            buf.resize(want, 0);
             let n = f.read_at(&mut buf, offset)?;
             buf.truncate(n);
             Ok::<_, io::Error>(buf)
@@ -178,7 +209,7 @@ async fn read_at(file: &Arc<File>, offset: u64, want: usize) -> io::Result<Bytes
             "file truncated while streaming",
         ));
     }
-    Ok(Bytes::from(buf))
+    Ok(buf)
 }
 
 /// Reads into `buf`'s spare capacity only what is already in the page cache.
@@ -239,7 +270,7 @@ mod tests {
             bytes_per_sec: 0,
             cut_after: 0,
         };
-        let mut body = file_stream(tmp, parts, pacing, Count(counted.clone()));
+        let mut body = file_stream(tmp, parts, pacing, None, Count(counted.clone()));
         let mut out = Vec::new();
         while let Some(frame) = body.frame().await {
             let chunk = frame.unwrap().into_data().unwrap();
@@ -268,7 +299,7 @@ mod tests {
             bytes_per_sec: 0,
             cut_after: 0,
         };
-        let mut body = file_stream(tmp, parts, pacing, Count(Arc::default()));
+        let mut body = file_stream(tmp, parts, pacing, None, Count(Arc::default()));
         let mut saw_error = false;
         while let Some(frame) = body.frame().await {
             if frame.is_err() {

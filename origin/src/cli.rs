@@ -38,7 +38,8 @@ pub struct Args {
     #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = humantime::parse_duration)]
     pub drain_delay: Duration,
 
-    /// Largest read per chunk of a stream, in KiB: the memory one stream holds.
+    /// Largest read per chunk of a stream, in KiB, for a client that keeps
+    /// up (a slow client's chunks are what its socket takes, down to 16 KiB).
     #[arg(long, value_name = "KIB", default_value_t = 512, value_parser = clap::value_parser!(u32).range(4..=16384))]
     pub chunk_kib: u32,
 

@@ -2,6 +2,7 @@
 //! sampler and fault injection into a hyper HTTP/1.1 server with graceful
 //! shutdown. The work is done in the modules.
 
+mod allocator;
 mod body;
 mod cgroup;
 mod cli;
@@ -13,6 +14,7 @@ mod media;
 mod metrics;
 mod reply;
 mod routes;
+mod send_room;
 
 use anyhow::{bail, Context};
 use clap::Parser;
@@ -27,15 +29,15 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
-/// Stream chunks are large, short-lived buffers; mimalloc reuses them where
-/// glibc keeps returning them to the kernel and faulting fresh zeroed pages in.
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Request headers larger than this are refused with 431.
 const MAX_HEADER_BYTES: usize = 16 * 1024;
 /// At most this many request headers.
 const MAX_HEADERS: usize = 64;
+/// Unsent bytes a connection's socket queues before writes wait. Without a
+/// bound the kernel queues megabytes for a client that reads slowly (its
+/// send buffer grows to `tcp_wmem`'s maximum, 4 MiB by default); with it a
+/// slow viewer costs its receive window plus this.
+const NOTSENT_LOWAT: u32 = 128 * 1024;
 /// A client must send its request head within this time.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -53,6 +55,7 @@ fn main() -> std::process::ExitCode {
 
 fn start(args: cli::Args) -> anyhow::Result<()> {
     cdn_types::logging::init();
+    allocator::return_freed_memory();
     // Each stream holds a socket and a file: raise the soft limit to the hard one.
     if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
         tracing::warn!("could not raise the open-file limit: {e}");
@@ -162,10 +165,26 @@ async fn serve_connection(
         }
     };
     let _ = stream.set_nodelay(true);
+    if let Err(e) = socket2::SockRef::from(&stream).set_tcp_notsent_lowat(NOTSENT_LOWAT) {
+        tracing::debug!(%peer, "TCP_NOTSENT_LOWAT: {e}");
+    }
+    // Streams size their chunks to this connection's send room.
+    let room = match send_room::SendRoom::of(&stream) {
+        Ok(room) => Some(room),
+        Err(e) => {
+            tracing::debug!(%peer, "no send room, streams use whole chunks: {e}");
+            None
+        }
+    };
     let app = app.clone();
     let conn = http.serve_connection(
         TokioIo::new(stream),
-        service_fn(move |req| routes::handle(app.clone(), peer, req)),
+        service_fn(move |mut req| {
+            if let Some(room) = &room {
+                req.extensions_mut().insert(room.clone());
+            }
+            routes::handle(app.clone(), peer, req)
+        }),
     );
     let conn = graceful.watch(conn);
     tokio::spawn(async move {

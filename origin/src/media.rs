@@ -8,6 +8,7 @@ use crate::files::{self, OpenFile};
 use crate::metrics::Metrics;
 use crate::reply::{finish, text};
 use crate::routes::{is_read, method_not_allowed, App, Streamed};
+use crate::send_room::SendRoom;
 use bytes::Bytes;
 use cdn_types::range::{self, Outcome, Validators};
 use http::header::{
@@ -15,6 +16,7 @@ use http::header::{
 };
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
+use prometheus::IntGauge;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::OwnedSemaphorePermit;
@@ -150,7 +152,11 @@ fn file_response(
         return finish(builder, body::empty());
     }
     let guard = ActiveStream::start(app.metrics.clone(), started, permit);
-    let mut resp = finish(builder, body::file_stream(file.file, parts, pacing, guard));
+    let room = req.extensions().get::<Arc<SendRoom>>().cloned();
+    let mut resp = finish(
+        builder,
+        body::file_stream(file.file, parts, pacing, room, guard),
+    );
     resp.extensions_mut().insert(Streamed);
     resp
 }
@@ -206,6 +212,36 @@ impl ActiveStream {
 impl StreamGuard for ActiveStream {
     fn sent(&self, bytes: u64) {
         self.metrics.response_bytes.inc_by(bytes);
+    }
+
+    fn hold(&self, chunk: Vec<u8>) -> Bytes {
+        Bytes::from_owner(Held::new(chunk, self.metrics.buffered.clone()))
+    }
+}
+
+/// A chunk counted in `origin_stream_buffered_bytes` until the connection
+/// has written it and drops it.
+struct Held {
+    chunk: Vec<u8>,
+    gauge: IntGauge,
+}
+
+impl Held {
+    fn new(chunk: Vec<u8>, gauge: IntGauge) -> Held {
+        gauge.add(chunk.len() as i64);
+        Held { chunk, gauge }
+    }
+}
+
+impl AsRef<[u8]> for Held {
+    fn as_ref(&self) -> &[u8] {
+        &self.chunk
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.gauge.sub(self.chunk.len() as i64);
     }
 }
 

@@ -18,6 +18,9 @@ pub struct Metrics {
     pub response_bytes: IntCounter,
     /// `origin_active_streams`: file bodies being streamed now.
     pub active_streams: IntGauge,
+    /// `origin_stream_buffered_bytes`: file bytes read into memory that the
+    /// connections have not yet written to their sockets.
+    pub buffered: IntGauge,
     /// `origin_queued_requests`: requests waiting for a slot of the
     /// concurrency-limit fault.
     pub queued: IntGauge,
@@ -51,6 +54,10 @@ impl Metrics {
             IntCounter::new("origin_response_bytes_total", "Response body bytes sent.")?;
         let active_streams =
             IntGauge::new("origin_active_streams", "File bodies being streamed now.")?;
+        let buffered = IntGauge::new(
+            "origin_stream_buffered_bytes",
+            "File bytes read into memory and not yet written to a socket.",
+        )?;
         let queued = IntGauge::new(
             "origin_queued_requests",
             "Requests waiting for a slot of the concurrency-limit fault.",
@@ -95,6 +102,7 @@ impl Metrics {
         for c in [
             Box::new(response_bytes.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(active_streams.clone()),
+            Box::new(buffered.clone()),
             Box::new(queued.clone()),
             Box::new(duration.clone()),
             Box::new(cpu_utilization.clone()),
@@ -113,6 +121,7 @@ impl Metrics {
             requests,
             response_bytes,
             active_streams,
+            buffered,
             queued,
             duration,
             cpu_utilization,

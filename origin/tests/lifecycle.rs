@@ -123,20 +123,18 @@ async fn a_client_that_stops_reading_stalls_the_stream_instead_of_growing_a_buff
     assert!(first[..n].starts_with(b"HTTP/1.1 200"));
     // Now read nothing. The origin's sent-bytes counter must settle far below the file size.
     let http = client();
-    let sent = || async {
-        let text = http
-            .get(format!("{}/metrics", o.url()))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix("origin_response_bytes_total "))
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap()
+    let metric = |name: &'static str| {
+        let http = http.clone();
+        let url = format!("{}/metrics", o.url());
+        async move {
+            let text = http.get(url).send().await.unwrap().text().await.unwrap();
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap()
+        }
     };
+    let sent = || metric("origin_response_bytes_total");
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let mut last = sent().await;
     loop {
@@ -155,6 +153,13 @@ async fn a_client_that_stops_reading_stalls_the_stream_instead_of_growing_a_buff
     assert!(
         last < (128 << 20) as f64,
         "{last} bytes sent to a client that reads nothing"
+    );
+    // The stalled stream holds a small chunk, not a whole 512 KiB one: its
+    // chunks shrank to what the full socket takes.
+    let held = metric("origin_stream_buffered_bytes").await;
+    assert!(
+        held <= (32 * 1024) as f64,
+        "a stalled stream holds {held} bytes"
     );
     // And the stream is still alive: reading resumes it.
     let mut buf = vec![0u8; 1 << 20];
