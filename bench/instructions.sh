@@ -24,7 +24,7 @@ ORIGINS=${ORIGINS:-3}
 ports=$(seq 19201 $((19200 + ORIGINS)))
 # shellcheck disable=SC2086
 start_origins_and_config "$C" 18880 $ports
-printf -- '---\nversion: 1\nthreads: 1\npid_file: %s/pid\nupgrade_sock: %s/upgrade.sock\nfast_timeout_to_tokio_threshold_seconds: 0\n' "$D" "$D" >"$D/pingora.yaml"
+printf -- '---\nversion: 1\nthreads: 1\npid_file: %s/pid\nupgrade_sock: %s/upgrade.sock\nfast_timeout_to_tokio_threshold_seconds: 0\ngrace_period_seconds: 0\ngraceful_shutdown_timeout_seconds: 1\n' "$D" "$D" >"$D/pingora.yaml"
 
 # N keep-alive GETs of /videos/1k.bin over 4 connections; fails on any other answer.
 load() {

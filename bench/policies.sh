@@ -52,7 +52,7 @@ O3=http://127.0.0.1:${ORIGIN_PORTS[2]}
 
 declare -A PORT PID
 port=18300
-printf -- '---\nversion: 1\nthreads: 2\npid_file: %s/pingora.pid\nupgrade_sock: %s/upgrade.sock\nfast_timeout_to_tokio_threshold_seconds: 0\n' "$D" "$D" >"$D/pingora.yaml"
+printf -- '---\nversion: 1\nthreads: 2\npid_file: %s/pingora.pid\nupgrade_sock: %s/upgrade.sock\nfast_timeout_to_tokio_threshold_seconds: 0\ngrace_period_seconds: 0\ngraceful_shutdown_timeout_seconds: 1\n' "$D" "$D" >"$D/pingora.yaml"
 for policy in tier least_conn p2c_ewma round_robin random consistent; do
   port=$((port + 10)); PORT[$policy]=$port
   cat >"$D/$policy.yaml" <<YAML

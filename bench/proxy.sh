@@ -51,6 +51,9 @@ pid_file: $D/cdn-proxy.pid
 upgrade_sock: $D/cdn-proxy-upgrade.sock
 upstream_keepalive_pool_size: 256
 fast_timeout_to_tokio_threshold_seconds: 0
+# SIGTERM at the end: stop at once (Pingora waits 5 min by default).
+grace_period_seconds: 0
+graceful_shutdown_timeout_seconds: 1
 YAML
 RUST_LOG=error target/release/cdn-proxy --cdn-conf "$D/cdn.yaml" -c "$D/pingora.yaml" &
 proxy=$!

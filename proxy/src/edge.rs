@@ -366,11 +366,16 @@ impl ProxyHttp for Edge {
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
-        if ctx.no_origin {
-            self.metrics.count_unrouted(status);
-        }
-        if let Some(o) = &ctx.last {
-            o.count_response(status);
+        if status == 0 {
+            // No answer was written: the client left first. Not a 5xx.
+            self.metrics.client_closed.inc();
+        } else {
+            if ctx.no_origin {
+                self.metrics.count_unrouted(status);
+            }
+            if let Some(o) = &ctx.last {
+                o.count_response(status);
+            }
         }
         // Still open only if the last attempt ended without an error callback.
         let origin_fault = e.is_some_and(|e| e.esource() == &ErrorSource::Upstream);

@@ -91,3 +91,50 @@ async fn a_request_whose_client_hangs_up_mid_body_is_still_counted() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_before_the_answer_is_not_counted_as_a_5xx() {
+    use std::io::Write;
+    let media = MediaFixture::new().unwrap();
+    let origin = start_origin_at(&media, "127.0.0.1:0", &["--fault-latency-ms", "1000"]);
+    // The plain proxy path: Pingora watches the client while it waits for the origin.
+    let mut sections = default_sections(&[origin.addr]);
+    sections.insert("media", "{enabled: false}".into());
+    let edge = start_proxy(&sections, 1).await;
+    let mut s = std::net::TcpStream::connect(edge.server.addr).unwrap();
+    s.write_all(b"GET /videos/clip.mp4 HTTP/1.1\r\nHost: t\r\nRange: bytes=0-99\r\n\r\n")
+        .unwrap();
+    // Wait until the request is at the origin, then hang up.
+    testkit::wait_until(
+        "the request to reach the origin",
+        std::time::Duration::from_secs(10),
+        || async {
+            let text = prometheus_text(&edge).await;
+            text.lines()
+                .any(|l| l.starts_with("cdn_active_streams") && l.ends_with(" 1"))
+                .then_some(())
+        },
+    )
+    .await;
+    // A reset, not a FIN: the proxy's write of the answer then fails, as
+    // it does for a player that is closed or a load generator that stops.
+    socket2::SockRef::from(&s)
+        .set_linger(Some(std::time::Duration::ZERO))
+        .unwrap();
+    drop(s);
+    let text = testkit::wait_until(
+        "the request to be counted",
+        std::time::Duration::from_secs(10),
+        || async {
+            let text = prometheus_text(&edge).await;
+            text.contains("cdn_client_closed_total 1").then_some(text)
+        },
+    )
+    .await;
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.starts_with("cdn_requests_total{code=\"5xx\"") && !l.ends_with(" 0")),
+        "{text}"
+    );
+}

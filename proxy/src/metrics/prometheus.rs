@@ -26,6 +26,9 @@ pub struct Metrics {
     pub retries: IntCounter,
     /// `cdn_no_origin_total`: requests answered 503 because no origin was usable.
     pub no_origin: IntCounter,
+    /// `cdn_client_closed_total`: requests whose client left before a
+    /// response header was written (nginx logs these as 499).
+    pub client_closed: IntCounter,
     /// `cdn_config_reloads_total{result="applied"}`.
     pub reloads_applied: IntCounter,
     /// `cdn_config_reloads_total{result="refused"}`: invalid files, the old config kept.
@@ -72,6 +75,10 @@ impl Metrics {
             no_origin: register_int_counter!(
                 "cdn_no_origin_total",
                 "Requests answered 503 because no origin could take them."
+            )?,
+            client_closed: register_int_counter!(
+                "cdn_client_closed_total",
+                "Requests whose client went away before a response header was written (not in cdn_requests_total)."
             )?,
             media_streams: register_int_gauge!(
                 "cdn_media_streams",
