@@ -7,6 +7,7 @@
 //! the metrics at scrape and snapshot time.
 
 use crate::config::Config;
+use crate::header_deadline::HeaderDeadline;
 use crate::media::{Failed, MediaPath, Served};
 use crate::metrics::{Metrics, Snapshot};
 use crate::origins::Origin;
@@ -71,6 +72,11 @@ pub struct Ctx {
     no_origin: bool,
     /// Bound for the dashboard sidecar (`/dashboard`), not an origin.
     to_dashboard: bool,
+    /// The current attempt's deadline for its origin's whole response header.
+    header_deadline: Option<HeaderDeadline>,
+    /// What the last failed attempt would have answered (504 for a timeout…):
+    /// the answer when a retry finds no other origin.
+    last_failure: Option<u16>,
 }
 
 impl Edge {
@@ -151,6 +157,8 @@ impl ProxyHttp for Edge {
             sent_at: None,
             retry_status: false,
             no_origin: false,
+            header_deadline: None,
+            last_failure: None,
             to_dashboard: false,
         }
     }
@@ -200,6 +208,13 @@ impl ProxyHttp for Edge {
         let key = session.req_header().uri.path().as_bytes();
         let picked = self.balancer.pick(&ctx.config.selection, key, &ctx.tried);
         let Some(origin) = picked else {
+            if let Some(code) = ctx.last_failure {
+                // Every origin left has been tried: answer as the last attempt failed.
+                return Error::e_explain(
+                    ErrorType::HTTPStatus(code),
+                    "no other origin to retry on",
+                );
+            }
             ctx.no_origin = true;
             return Error::e_explain(ErrorType::HTTPStatus(503), "no origin available");
         };
@@ -215,17 +230,21 @@ impl ProxyHttp for Edge {
         Ok(Box::new(peer))
     }
 
-    /// Time to first byte is the origin's time: the clock starts once connected.
+    /// Time to first byte is the origin's time: the clock starts once
+    /// connected, and so does the deadline for the whole response header.
     async fn connected_to_upstream(
         &self,
         _session: &mut Session,
         _reused: bool,
         _peer: &HttpPeer,
-        _fd: std::os::unix::io::RawFd,
+        fd: std::os::unix::io::RawFd,
         _digest: Option<&pingora::protocols::Digest>,
         ctx: &mut Ctx,
     ) -> Result<()> {
         ctx.sent_at = Some(Instant::now());
+        if !ctx.to_dashboard {
+            ctx.header_deadline = HeaderDeadline::arm(fd, ctx.config.timeouts.response_header);
+        }
         Ok(())
     }
 
@@ -237,6 +256,7 @@ impl ProxyHttp for Edge {
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        ctx.header_deadline = None;
         let cfg = &ctx.config;
         let report = resp.remove_header(&LOAD_HEADER);
         if let (Some(o), Some(sent)) = (&ctx.origin, ctx.sent_at) {
@@ -287,6 +307,7 @@ impl ProxyHttp for Edge {
         mut e: Box<Error>,
     ) -> Box<Error> {
         self.end_attempt(ctx, false);
+        ctx.last_failure = Some(503);
         let retry = self.may_retry(session, ctx);
         e.set_retry(retry);
         e
@@ -301,6 +322,16 @@ impl ProxyHttp for Edge {
         _client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("origin {peer}"));
+        if ctx.header_deadline.take().is_some_and(|d| d.fired()) {
+            // Our deadline shut the connection: a timeout, the origin's fault.
+            e = Error::because(
+                ErrorType::ReadTimedout,
+                "response header not complete within timeouts.response_header",
+                e,
+            )
+            .into_up();
+        }
+        ctx.last_failure = Some(failure_status(e.etype()).unwrap_or(502));
         if std::mem::take(&mut ctx.retry_status) {
             self.end_attempt(ctx, false);
             e.set_retry(true);

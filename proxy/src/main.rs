@@ -15,6 +15,7 @@ mod clock;
 mod config;
 mod discovery;
 mod edge;
+mod header_deadline;
 mod media;
 mod metrics;
 mod monitor;

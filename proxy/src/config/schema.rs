@@ -192,7 +192,7 @@ pub struct Timeouts {
     /// Idle pooled connections to origins are closed after this.
     #[serde(with = "humantime_serde")]
     pub idle: Duration,
-    /// An origin's whole response header, however it trickles in (media path).
+    /// An origin's whole response header, however it trickles in.
     #[serde(with = "humantime_serde")]
     pub response_header: Duration,
 }
