@@ -16,6 +16,7 @@ use crate::respond::{failure_status, is_connect_error, respond, text};
 use crate::retry_budget::RetryBudget;
 use crate::routes::Route;
 use crate::select::Balancer;
+use crate::{forwarded, request_id};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -77,6 +78,27 @@ pub struct Ctx {
     /// What the last failed attempt would have answered (504 for a timeout…):
     /// the answer when a retry finds no other origin.
     last_failure: Option<u16>,
+}
+
+/// Tells the origins who the client is (`forwarded.rs`) and which request
+/// this is (`request_id.rs`), in the client's request header, which both
+/// the plain path and the media path's fetches send on.
+fn tell_origins(session: &mut Session, cfg: &Config) {
+    let client = session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip());
+    let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+    let req = session.req_header_mut();
+    forwarded::add(
+        req,
+        client,
+        if tls { "https" } else { "http" },
+        &cfg.forwarded,
+    );
+    if let Some(name) = &cfg.request_id_name {
+        request_id::ensure(req, name);
+    }
 }
 
 impl Edge {
@@ -167,7 +189,11 @@ impl ProxyHttp for Edge {
     /// other origin requests go on to the plain proxy path.
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         self.metrics.total_requests.fetch_add(1, Relaxed);
-        match Route::of(session.req_header().uri.path()) {
+        let route = Route::of(session.req_header().uri.path());
+        if route == Route::Origin {
+            tell_origins(session, &ctx.config);
+        }
+        match route {
             // Boxed, and only for media GETs: the media path's future is
             // large, and every request's filter future would carry (and copy) it.
             Route::Origin if self.media.takes(session, &ctx.config) => {
@@ -281,6 +307,9 @@ impl ProxyHttp for Edge {
         if let (Some(o), Some(name)) = (&ctx.origin, &cfg.served_by_name) {
             resp.insert_header(name.clone(), o.label_header.clone())?;
         }
+        if let Some(name) = &cfg.request_id_name {
+            request_id::echo(resp, session.req_header(), name);
+        }
         Ok(())
     }
 
@@ -362,19 +391,24 @@ impl ProxyHttp for Edge {
             self.metrics.no_origin.inc();
         }
         if code > 0 && session.response_written().is_none() {
+            let id = ctx.config.request_id_name.as_ref().and_then(|name| {
+                let v = session.req_header().headers.get(name)?.to_str().ok()?;
+                Some((name.as_str(), v.to_owned()))
+            });
+            let id = id.as_ref().map(|(n, v)| (*n, v.as_str()));
             let written = match code {
                 503 => {
-                    let retry_after = [("retry-after", "1")];
+                    let extra = [Some(("retry-after", "1")), id];
                     text(
                         session,
                         503,
                         "no origin available, retry shortly\n",
-                        &retry_after,
+                        &extra.into_iter().flatten().collect::<SmallVec<[_; 2]>>(),
                     )
                     .await
                 }
-                504 => text(session, 504, "origin timed out\n", &[]).await,
-                _ => text(session, code, "origin failed\n", &[]).await,
+                504 => text(session, 504, "origin timed out\n", id.as_slice()).await,
+                _ => text(session, code, "origin failed\n", id.as_slice()).await,
             };
             if let Err(we) = written {
                 tracing::debug!("could not send the error response: {we}");

@@ -15,14 +15,14 @@ pub async fn respond(
     status: u16,
     content_type: &str,
     body: Bytes,
-    extra: &[(&'static str, &str)],
+    extra: &[(&str, &str)],
 ) -> Result<()> {
     let mut h = ResponseHeader::build(status, Some(4 + extra.len()))?;
     h.insert_header("content-type", content_type)?;
     h.insert_header("content-length", body.len().to_string())?;
     h.insert_header("cache-control", "no-store")?;
     for (name, value) in extra {
-        h.insert_header(*name, *value)?;
+        h.insert_header(name.to_string(), *value)?;
     }
     let head = session.req_header().method == http::Method::HEAD;
     session.write_response_header(Box::new(h), head).await?;
@@ -37,7 +37,7 @@ pub async fn text(
     session: &mut Session,
     status: u16,
     body: &'static str,
-    extra: &[(&'static str, &str)],
+    extra: &[(&str, &str)],
 ) -> Result<()> {
     let body = Bytes::from_static(body.as_bytes());
     respond(session, status, "text/plain", body, extra).await

@@ -72,6 +72,14 @@ fn bad_configs_are_refused_with_file_key_and_fix() {
             format!("{o}client_read_buffer: 100\n"),
             "FILE: client_read_buffer: 100 must be 0 (no buffer) or between 1024 and 1048576 bytes",
         ),
+        (
+            format!("{o}forwarded:\n  trusted_proxies: [10.0.0.0/8, lan]\n"),
+            "FILE: forwarded.trusted_proxies[1]: \"lan\" is not an address or CIDR range; write e.g. 10.0.0.0/8",
+        ),
+        (
+            format!("{o}request_id_header: \"x request\"\n"),
+            "FILE: request_id_header: \"x request\" is not a valid header name",
+        ),
         ("listen: [\n".to_string(), "FILE: "),
     ];
     for (yaml, want) in cases {

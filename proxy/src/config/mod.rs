@@ -79,6 +79,11 @@ impl Config {
         })?;
         config.served_by_name = (!config.served_by_header.is_empty())
             .then(|| bytes::Bytes::from(config.served_by_header.clone()));
+        // Checked by `validate::check` above.
+        config.request_id_name = http::HeaderName::try_from(config.request_id_header.as_str()).ok();
+        config.forwarded.trusted = (config.forwarded.trusted_proxies.iter())
+            .filter_map(|t| validate::trusted_net(t))
+            .collect();
         Ok(config)
     }
 

@@ -33,6 +33,14 @@ pub struct Config {
     /// made once when the file is read rather than on every response.
     #[serde(skip)]
     pub served_by_name: Option<bytes::Bytes>,
+    /// Header carrying each request's id to origins and back to the client
+    /// (empty: none). A well-formed incoming id is kept, else one is made.
+    pub request_id_header: String,
+    /// `request_id_header` parsed once when the file is read.
+    #[serde(skip)]
+    pub request_id_name: Option<http::HeaderName>,
+    /// What origins are told about the client.
+    pub forwarded: Forwarded,
     /// The origins: static addresses and DNS names.
     pub origins: Vec<OriginEntry>,
     /// DNS re-resolution.
@@ -51,6 +59,34 @@ pub struct Config {
     pub media: Media,
     /// The dashboard sidecar.
     pub dashboard: Dashboard,
+}
+
+/// What origins are told about the client (`forwarded.rs`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Forwarded {
+    /// `X-Forwarded-For` (appended), `X-Forwarded-Proto`, `X-Forwarded-Host`.
+    pub x_forwarded: bool,
+    /// RFC 7239 `Forwarded` (appended).
+    pub forwarded: bool,
+    /// Clients (addresses or CIDR ranges) whose incoming forwarding
+    /// headers are kept and appended to; from any other client they are
+    /// replaced.
+    pub trusted_proxies: Vec<String>,
+    /// `trusted_proxies` parsed once when the file is read.
+    #[serde(skip)]
+    pub trusted: Vec<ipnet::IpNet>,
+}
+
+impl Default for Forwarded {
+    fn default() -> Self {
+        Forwarded {
+            x_forwarded: true,
+            forwarded: true,
+            trusted_proxies: Vec::new(),
+            trusted: Vec::new(),
+        }
+    }
 }
 
 /// The media path: a GET of a media file is answered by the proxy itself
@@ -207,6 +243,9 @@ impl Default for Config {
             client_max_header: 64 * 1024,
             served_by_header: "X-Served-By".into(),
             served_by_name: Some(bytes::Bytes::from_static(b"X-Served-By")),
+            request_id_header: "X-Request-Id".into(),
+            request_id_name: Some(http::HeaderName::from_static("x-request-id")),
+            forwarded: Forwarded::default(),
             origins: Vec::new(),
             discovery: Discovery::default(),
             selection: Selection::default(),

@@ -230,16 +230,31 @@ pub(super) fn check(c: &Config) -> Result<(), (String, String)> {
     if c.discovery.interval.is_zero() {
         return err("discovery.interval", "must be above 0, e.g. 5s".into());
     }
-    http::HeaderName::try_from(c.served_by_header.as_str())
-        .map(|_| ())
-        .or_else(|_| {
-            if c.served_by_header.is_empty() {
-                Ok(())
-            } else {
-                err(
-                    "served_by_header",
-                    format!("{:?} is not a valid header name", c.served_by_header),
-                )
-            }
-        })
+    for (i, t) in c.forwarded.trusted_proxies.iter().enumerate() {
+        if trusted_net(t).is_none() {
+            return err(
+                &format!("forwarded.trusted_proxies[{i}]"),
+                format!("{t:?} is not an address or CIDR range; write e.g. 10.0.0.0/8, 192.0.2.7 or fd00::/8"),
+            );
+        }
+    }
+    for (key, name) in [
+        ("served_by_header", &c.served_by_header),
+        ("request_id_header", &c.request_id_header),
+    ] {
+        if !name.is_empty() && http::HeaderName::try_from(name.as_str()).is_err() {
+            return err(
+                key,
+                format!("{name:?} is not a valid header name; use letters, digits and '-', or \"\" for none"),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A `forwarded.trusted_proxies` entry: a CIDR range, or one address.
+pub(super) fn trusted_net(s: &str) -> Option<ipnet::IpNet> {
+    s.parse()
+        .ok()
+        .or_else(|| s.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
 }

@@ -84,7 +84,7 @@ impl MediaPath {
             // Anything else (404, 304 or 412 to the client's preconditions,
             // ...) answers the client as it is.
             _ => {
-                return Box::pin(self.relay(session, first))
+                return Box::pin(self.relay(session, cfg, first))
                     .await
                     .map(|()| Served::Done)
             }
@@ -121,6 +121,9 @@ impl MediaPath {
         if let Some(name) = &cfg.served_by_name {
             let label = first.attempt.origin.label_header.clone();
             let _ = header.insert_header(name.clone(), label);
+        }
+        if let Some(name) = &cfg.request_id_name {
+            crate::request_id::echo(&mut header, session.req_header(), name);
         }
         session
             .write_response_header(Box::new(header), false)
@@ -244,7 +247,12 @@ impl MediaPath {
     }
 
     /// Passes a non-206 first answer (404, 304, 412, ...) on as it is.
-    async fn relay(&self, session: &mut Session, mut open: OpenSlice) -> Result<(), Failed> {
+    async fn relay(
+        &self,
+        session: &mut Session,
+        cfg: &Config,
+        mut open: OpenSlice,
+    ) -> Result<(), Failed> {
         let resp = open.resp();
         let mut header =
             ResponseHeader::build(resp.status, Some(resp.headers.len())).map_err(Failed::Cut)?;
@@ -253,6 +261,9 @@ impl MediaPath {
             if !HOP_BY_HOP.contains(&n) && n != cdn_types::LOAD_HEADER {
                 let _ = header.append_header(name.clone(), value.clone());
             }
+        }
+        if let Some(name) = &cfg.request_id_name {
+            crate::request_id::echo(&mut header, session.req_header(), name);
         }
         let no_body = matches!(resp.status.as_u16(), 204 | 304)
             || resp.headers.get("content-length").is_some_and(|v| v == "0");
