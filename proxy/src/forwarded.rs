@@ -9,53 +9,78 @@
 //! address must not believe them.
 
 use crate::config::Forwarded;
+use http::HeaderName;
 use pingora::http::RequestHeader;
 use std::fmt::Write;
 use std::net::IpAddr;
 
-/// The headers a client's forwarding chain is in.
-const CHAIN: [&str; 4] = [
-    "x-forwarded-for",
-    "x-forwarded-proto",
-    "x-forwarded-host",
-    "forwarded",
-];
+const XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
+const XFP: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const XFH: HeaderName = HeaderName::from_static("x-forwarded-host");
+const FORWARDED: HeaderName = http::header::FORWARDED;
 
 /// Adds this hop to `req`, from a client at `client` over `proto`
 /// (`http` or `https`).
-pub fn add(req: &mut RequestHeader, client: Option<IpAddr>, proto: &str, cfg: &Forwarded) {
-    if !cfg.x_forwarded && !cfg.forwarded {
+pub fn add(req: &mut RequestHeader, client: Option<IpAddr>, proto: &'static str, cfg: &Forwarded) {
+    if !(cfg.x_forwarded_for || cfg.x_forwarded_proto || cfg.x_forwarded_host || cfg.forwarded) {
         return;
     }
     let trusted = client.is_some_and(|ip| cfg.trusted.iter().any(|net| net.contains(&ip)));
     if !trusted {
-        for name in CHAIN {
-            req.remove_header(name);
+        for name in [XFF, XFP, XFH, FORWARDED] {
+            // A look-up by a ready name is cheap; a removal parses the name.
+            if req.headers.contains_key(&name) {
+                req.remove_header(&name);
+            }
         }
     }
-    let host = req
-        .headers
-        .get("host")
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_owned);
-    if cfg.x_forwarded {
-        let ip = client.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
-        let _ = req.insert_header("x-forwarded-for", appended(req, "x-forwarded-for", &ip));
-        if !req.headers.contains_key("x-forwarded-proto") {
-            let _ = req.insert_header("x-forwarded-proto", proto);
+    let mut ip = String::with_capacity(48);
+    match client {
+        Some(IpAddr::V4(v4)) => push_ipv4(&mut ip, v4.octets()),
+        Some(v6) => {
+            let _ = write!(ip, "{v6}");
         }
-        if let (false, Some(host)) = (req.headers.contains_key("x-forwarded-host"), &host) {
-            let _ = req.insert_header("x-forwarded-host", host.as_str());
+        None => ip.push_str("unknown"),
+    }
+    if cfg.x_forwarded_for {
+        let _ = req.insert_header("x-forwarded-for", appended(req, &XFF, &ip));
+    }
+    if cfg.x_forwarded_proto && !req.headers.contains_key(&XFP) {
+        let _ = req.insert_header("x-forwarded-proto", proto);
+    }
+    if cfg.x_forwarded_host && !req.headers.contains_key(&XFH) {
+        if let Some(host) = req.headers.get(http::header::HOST).cloned() {
+            let _ = req.insert_header("x-forwarded-host", host);
         }
     }
     if cfg.forwarded {
-        let element = element(client, host.as_deref(), proto);
-        let _ = req.insert_header("forwarded", appended(req, "forwarded", &element));
+        let host = req
+            .headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok());
+        let element = element(client, &ip, host, proto);
+        let _ = req.insert_header("forwarded", appended(req, &FORWARDED, &element));
+    }
+}
+
+/// `a.b.c.d` without the formatting machinery (this runs on every request).
+fn push_ipv4(out: &mut String, octets: [u8; 4]) {
+    for (i, o) in octets.into_iter().enumerate() {
+        if i > 0 {
+            out.push('.');
+        }
+        if o >= 100 {
+            out.push(char::from(b'0' + o / 100));
+        }
+        if o >= 10 {
+            out.push(char::from(b'0' + o / 10 % 10));
+        }
+        out.push(char::from(b'0' + o % 10));
     }
 }
 
 /// The list in every `name` header line of `req`, with `item` added last.
-fn appended(req: &RequestHeader, name: &str, item: &str) -> String {
+fn appended(req: &RequestHeader, name: &HeaderName, item: &str) -> String {
     let mut list = String::new();
     for line in req.headers.get_all(name) {
         if let Ok(v) = line.to_str() {
@@ -71,21 +96,21 @@ fn appended(req: &RequestHeader, name: &str, item: &str) -> String {
 
 /// One `Forwarded` element (RFC 7239 §4): `for=` the client (an IPv6
 /// address quoted and bracketed, §6), `host=` and `proto=`.
-fn element(client: Option<IpAddr>, host: Option<&str>, proto: &str) -> String {
+fn element(client: Option<IpAddr>, ip: &str, host: Option<&str>, proto: &str) -> String {
     let mut e = String::with_capacity(64);
     match client {
-        Some(IpAddr::V4(ip)) => {
-            let _ = write!(e, "for={ip}");
-        }
-        Some(IpAddr::V6(ip)) => {
+        Some(IpAddr::V6(_)) => {
             let _ = write!(e, "for=\"[{ip}]\"");
         }
-        None => e.push_str("for=unknown"),
+        _ => {
+            let _ = write!(e, "for={ip}");
+        }
     }
-    if let Some(host) = host.filter(|h| {
+    let quotable = |h: &&str| {
         h.bytes()
             .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
-    }) {
+    };
+    if let Some(host) = host.filter(quotable) {
         let _ = write!(e, ";host=\"{host}\"");
     }
     let _ = write!(e, ";proto={proto}");
@@ -96,8 +121,11 @@ fn element(client: Option<IpAddr>, host: Option<&str>, proto: &str) -> String {
 mod tests {
     use super::*;
 
+    /// Every header on.
     fn cfg(trusted: &[&str]) -> Forwarded {
         Forwarded {
+            x_forwarded_host: true,
+            forwarded: true,
             trusted: trusted.iter().map(|t| t.parse().unwrap()).collect(),
             ..Forwarded::default()
         }
@@ -118,6 +146,30 @@ mod tests {
             .iter()
             .map(|v| v.to_str().unwrap())
             .collect()
+    }
+
+    #[test]
+    fn addresses_are_written_as_std_writes_them() {
+        for ip in ["0.0.0.0", "1.20.100.255", "10.0.9.99", "255.255.255.255"] {
+            let mut s = String::new();
+            push_ipv4(&mut s, ip.parse::<std::net::Ipv4Addr>().unwrap().octets());
+            assert_eq!(s, ip);
+        }
+    }
+
+    #[test]
+    fn by_default_only_for_and_proto_are_sent() {
+        let mut r = request(&[]);
+        add(
+            &mut r,
+            Some("192.0.2.7".parse().unwrap()),
+            "http",
+            &Forwarded::default(),
+        );
+        assert_eq!(get(&r, "x-forwarded-for"), ["192.0.2.7"]);
+        assert_eq!(get(&r, "x-forwarded-proto"), ["http"]);
+        assert!(get(&r, "x-forwarded-host").is_empty());
+        assert!(get(&r, "forwarded").is_empty());
     }
 
     #[test]
@@ -173,7 +225,7 @@ mod tests {
     fn ipv6_clients_are_quoted_and_switches_are_honoured() {
         let mut r = request(&[]);
         let mut c = cfg(&[]);
-        c.x_forwarded = false;
+        (c.x_forwarded_for, c.x_forwarded_proto, c.x_forwarded_host) = (false, false, false);
         add(&mut r, Some("2001:db8::1".parse().unwrap()), "https", &c);
         assert!(get(&r, "x-forwarded-for").is_empty());
         assert_eq!(

@@ -15,9 +15,21 @@ pub fn ensure(req: &mut RequestHeader, name: &HeaderName) {
     let mut lines = req.headers.get_all(name).iter();
     let kept = matches!((lines.next(), lines.next()), (Some(v), None) if well_formed(v));
     if !kept {
-        let id = format!("{:032x}", fastrand::u128(..));
-        let _ = req.insert_header(name.clone(), id);
+        let _ = req.insert_header(name.clone(), new_id().as_slice());
     }
+}
+
+/// 128 random bits as 32 hex digits (without the formatting machinery:
+/// this runs on every request).
+fn new_id() -> [u8; 32] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut bits = fastrand::u128(..);
+    let mut id = [0u8; 32];
+    for c in id.iter_mut().rev() {
+        *c = HEX[(bits & 0xf) as usize];
+        bits >>= 4;
+    }
+    id
 }
 
 /// Copies `req`'s id in `name` onto the response.

@@ -90,7 +90,8 @@ async fn edge(origin: SocketAddr, extra: &[(&'static str, &str)]) -> Edge {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_untrusted_client_s_claims_are_replaced_and_its_request_id_kept() {
     let (origin, seen) = recording_origin().await;
-    let edge = edge(origin, &[]).await;
+    let every = "{x_forwarded_host: true, forwarded: true}";
+    let edge = edge(origin, &[("forwarded", every)]).await;
     let resp = client()
         .get(format!("{}/videos/notes.txt", edge.url()))
         .header("x-forwarded-for", "6.6.6.6")
