@@ -43,6 +43,16 @@ pub struct Args {
     #[arg(long, value_name = "KIB", default_value_t = 512, value_parser = clap::value_parser!(u32).range(4..=16384))]
     pub chunk_kib: u32,
 
+    /// `Cache-Control: public, max-age=SECS` on media files, so that caches
+    /// (the edge's included) keep them.
+    #[arg(long, value_name = "SECS", default_value_t = 86400)]
+    pub max_age: u32,
+
+    /// `Cache-Control: public, max-age=SECS` on HLS playlists and DASH
+    /// manifests (`.m3u8`, `.mpd`), which a live stream rewrites.
+    #[arg(long, value_name = "SECS", default_value_t = 2)]
+    pub manifest_max_age: u32,
+
     /// Enable POST /admin/faults (JSON, loopback clients only).
     #[arg(long)]
     pub fault_admin: bool,

@@ -172,9 +172,28 @@ pub fn etag(size: u64, modified: SystemTime) -> String {
 
 /// Content type from the file extension; `application/octet-stream` when unknown.
 pub fn content_type(name: &str) -> &'static str {
-    mime_guess::from_path(name)
-        .first_raw()
-        .unwrap_or("application/octet-stream")
+    let ext = name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
+    // Streaming formats mime_guess gets wrong or does not know, as players
+    // and the HLS (RFC 8216) and DASH specifications name them.
+    let streaming = match ext.as_deref() {
+        Some("m3u8") => Some("application/vnd.apple.mpegurl"),
+        Some("ts") => Some("video/mp2t"),
+        Some("m4s") => Some("video/iso.segment"),
+        Some("mpd") => Some("application/dash+xml"),
+        _ => None,
+    };
+    streaming.unwrap_or_else(|| {
+        mime_guess::from_path(name)
+            .first_raw()
+            .unwrap_or("application/octet-stream")
+    })
+}
+
+/// Is this file a playlist or manifest (HLS `.m3u8`, DASH `.mpd`), which a
+/// live stream rewrites, rather than media, which never changes?
+pub fn is_manifest(name: &str) -> bool {
+    let ext = name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
+    matches!(ext.as_deref(), Some("m3u8" | "mpd"))
 }
 
 fn modified(meta: &Metadata) -> SystemTime {
@@ -255,5 +274,11 @@ mod tests {
     fn content_type_from_extension() {
         assert_eq!(content_type("x/clip.mp4"), "video/mp4");
         assert_eq!(content_type("noext"), "application/octet-stream");
+        assert_eq!(content_type("hls/a.M3U8"), "application/vnd.apple.mpegurl");
+        assert_eq!(content_type("hls/seg1.ts"), "video/mp2t");
+        assert_eq!(content_type("dash/chunk-1.m4s"), "video/iso.segment");
+        assert_eq!(content_type("dash/manifest.mpd"), "application/dash+xml");
+        assert!(is_manifest("hls/a.m3u8") && is_manifest("m.MPD"));
+        assert!(!is_manifest("seg.ts") && !is_manifest("m3u8"));
     }
 }

@@ -101,6 +101,8 @@ async fn run(args: cli::Args) -> anyhow::Result<()> {
         faults: faults::Faults::new(args.faults, args.fault_admin),
         draining: Default::default(),
         chunk_size: args.chunk_kib as usize * 1024,
+        media_cache_control: cache_control(args.max_age),
+        manifest_cache_control: cache_control(args.manifest_max_age),
     });
 
     let listener = TcpListener::bind(args.listen)
@@ -192,6 +194,12 @@ async fn serve_connection(
             tracing::debug!(%peer, "connection ended: {e}");
         }
     });
+}
+
+/// `public, max-age=SECS`.
+fn cache_control(secs: u32) -> HeaderValue {
+    HeaderValue::try_from(format!("public, max-age={secs}"))
+        .expect("digits are a valid header value")
 }
 
 async fn shutdown_signal() {

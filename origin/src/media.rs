@@ -12,7 +12,7 @@ use crate::send_room::SendRoom;
 use bytes::Bytes;
 use cdn_types::range::{self, Outcome, Validators};
 use http::header::{
-    ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, LAST_MODIFIED,
+    ACCEPT_RANGES, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, LAST_MODIFIED,
 };
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -86,8 +86,14 @@ fn file_response(
     let etag = files::etag(size, file.modified);
     let v = Validators::new(size, etag, file.modified);
     let content_type = files::content_type(&file.name);
+    let cache_control = if files::is_manifest(&file.name) {
+        &app.manifest_cache_control
+    } else {
+        &app.media_cache_control
+    };
     let builder = Response::builder()
         .header(ACCEPT_RANGES, "bytes")
+        .header(CACHE_CONTROL, cache_control)
         .header(ETAG, v.etag.as_str())
         .header(LAST_MODIFIED, httpdate::fmt_http_date(file.modified));
 

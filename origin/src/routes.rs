@@ -38,6 +38,10 @@ pub struct App {
     pub draining: AtomicBool,
     /// Largest read per stream chunk.
     pub chunk_size: usize,
+    /// `Cache-Control` of media files.
+    pub media_cache_control: HeaderValue,
+    /// `Cache-Control` of playlists and manifests (`.m3u8`, `.mpd`).
+    pub manifest_cache_control: HeaderValue,
 }
 
 /// Marks a response whose body accounts for itself (a file stream).

@@ -301,3 +301,42 @@ async fn head_sends_exactly_the_headers_get_would() {
         assert_eq!(strip(&gh), strip(&hh), "{path} {headers:?}");
     }
 }
+
+#[tokio::test]
+async fn streaming_formats_get_their_types_and_media_a_long_max_age() {
+    let media = MediaFixture::new().unwrap();
+    let dir = media.path();
+    std::fs::create_dir_all(dir.join("hls")).unwrap();
+    std::fs::write(dir.join("hls/index.m3u8"), "#EXTM3U\n").unwrap();
+    std::fs::write(dir.join("hls/seg0.ts"), [0x47u8; 188]).unwrap();
+    std::fs::write(dir.join("hls/manifest.mpd"), "<MPD/>").unwrap();
+    std::fs::write(dir.join("hls/chunk0.m4s"), [0u8; 8]).unwrap();
+    let server = start_origin(&media, &["--max-age", "600"]);
+    let http = client();
+    for (path, kind, cache) in [
+        ("hls/index.m3u8", "application/vnd.apple.mpegurl", "public, max-age=2"),
+        ("hls/manifest.mpd", "application/dash+xml", "public, max-age=2"),
+        ("hls/seg0.ts", "video/mp2t", "public, max-age=600"),
+        ("hls/chunk0.m4s", "video/iso.segment", "public, max-age=600"),
+        ("clip.mp4", "video/mp4", "public, max-age=600"),
+    ] {
+        let resp = http
+            .get(format!("{}/videos/{path}", server.url()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{path}");
+        assert_eq!(resp.headers()["content-type"], kind, "{path}");
+        assert_eq!(resp.headers()["cache-control"], cache, "{path}");
+        // A revalidation answer carries it too (RFC 9111 §4.3.4 refreshes with it).
+        let etag = resp.headers()["etag"].clone();
+        let again = http
+            .get(format!("{}/videos/{path}", server.url()))
+            .header("if-none-match", etag)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(again.status(), StatusCode::NOT_MODIFIED, "{path}");
+        assert_eq!(again.headers()["cache-control"], cache, "{path}");
+    }
+}
