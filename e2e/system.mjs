@@ -48,8 +48,8 @@ export async function waitFor(what, check, ms = 60000, every = 250) {
   }
 }
 
-/** Starts cdn-proxy in front of `origins` (with its dashboard sidecar) and waits until they are all up. */
-export async function startProxy(origins) {
+/** Starts cdn-proxy in front of `origins` (with its dashboard sidecar; `extraYaml`: more cdn.yaml lines) and waits until they are all up. */
+export async function startProxy(origins, extraYaml = []) {
   const dir = mkdtempSync(join(tmpdir(), 'cdn-e2e-'));
   const [port, admin, dash] = [await freePort(), await freePort(), await freePort()];
   writeFileSync(join(dir, 'cdn.yaml'), [
@@ -59,6 +59,7 @@ export async function startProxy(origins) {
       + ` chart_js: ${root}/dashboard/node_modules/chart.js/dist/chart.umd.js}`,
     'origins:',
     ...origins.map((o) => `  - address: ${o.addr}`),
+    ...extraYaml,
   ].join('\n'));
   writeFileSync(join(dir, 'pingora.yaml'),
     `---\nversion: 1\nthreads: 2\npid_file: ${dir}/p.pid\nupgrade_sock: ${dir}/u.sock\ngrace_period_seconds: 0\ngraceful_shutdown_timeout_seconds: 1\n`);

@@ -314,8 +314,16 @@ async fn streaming_formats_get_their_types_and_media_a_long_max_age() {
     let server = start_origin(&media, &["--max-age", "600"]);
     let http = client();
     for (path, kind, cache) in [
-        ("hls/index.m3u8", "application/vnd.apple.mpegurl", "public, max-age=2"),
-        ("hls/manifest.mpd", "application/dash+xml", "public, max-age=2"),
+        (
+            "hls/index.m3u8",
+            "application/vnd.apple.mpegurl",
+            "public, max-age=2",
+        ),
+        (
+            "hls/manifest.mpd",
+            "application/dash+xml",
+            "public, max-age=2",
+        ),
         ("hls/seg0.ts", "video/mp2t", "public, max-age=600"),
         ("hls/chunk0.m4s", "video/iso.segment", "public, max-age=600"),
         ("clip.mp4", "video/mp4", "public, max-age=600"),

@@ -16,7 +16,7 @@ use crate::respond::{failure_status, is_connect_error, respond, text};
 use crate::retry_budget::RetryBudget;
 use crate::routes::Route;
 use crate::select::Balancer;
-use crate::{forwarded, request_id};
+use crate::{cors, forwarded, request_id};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -191,6 +191,13 @@ impl ProxyHttp for Edge {
         self.metrics.total_requests.fetch_add(1, Relaxed);
         let route = Route::of(session.req_header().uri.path());
         if route == Route::Origin {
+            if cors::is_preflight(session.req_header(), &ctx.config.cors) {
+                let answer = cors::preflight_answer(session.req_header(), &ctx.config.cors)?;
+                session
+                    .write_response_header(Box::new(answer), true)
+                    .await?;
+                return Ok(true);
+            }
             tell_origins(session, &ctx.config);
         }
         match route {
@@ -310,6 +317,7 @@ impl ProxyHttp for Edge {
         if let Some(name) = &cfg.request_id_name {
             request_id::echo(resp, session.req_header(), name);
         }
+        cors::decorate(resp, session.req_header(), &cfg.cors);
         Ok(())
     }
 

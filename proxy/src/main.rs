@@ -13,6 +13,7 @@ mod allocator;
 mod atomic_f64;
 mod clock;
 mod config;
+mod cors;
 mod discovery;
 mod edge;
 mod forwarded;

@@ -80,6 +80,10 @@ fn bad_configs_are_refused_with_file_key_and_fix() {
             format!("{o}request_id_header: \"x request\"\n"),
             "FILE: request_id_header: \"x request\" is not a valid header name",
         ),
+        (
+            format!("{o}cors:\n  allowed_origins: [https://player.example/watch]\n"),
+            "FILE: cors.allowed_origins[0]: \"https://player.example/watch\" is not a page origin; write scheme://host[:port]",
+        ),
         ("listen: [\n".to_string(), "FILE: "),
     ];
     for (yaml, want) in cases {

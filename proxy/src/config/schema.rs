@@ -41,6 +41,8 @@ pub struct Config {
     pub request_id_name: Option<http::HeaderName>,
     /// What origins are told about the client.
     pub forwarded: Forwarded,
+    /// Cross-origin access for player pages on other sites.
+    pub cors: Cors,
     /// The origins: static addresses and DNS names.
     pub origins: Vec<OriginEntry>,
     /// DNS re-resolution.
@@ -59,6 +61,27 @@ pub struct Config {
     pub media: Media,
     /// The dashboard sidecar.
     pub dashboard: Dashboard,
+}
+
+/// Cross-origin access (`cors.rs`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Cors {
+    /// Page origins allowed (`https://player.example`), `*` for any; empty:
+    /// CORS off (no headers added, `OPTIONS` goes to the origins).
+    pub allowed_origins: Vec<String>,
+    /// How long a browser may keep a preflight answer.
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+}
+
+impl Default for Cors {
+    fn default() -> Self {
+        Cors {
+            allowed_origins: Vec::new(),
+            max_age: Duration::from_secs(600),
+        }
+    }
 }
 
 /// What origins are told about the client (`forwarded.rs`).
@@ -254,6 +277,7 @@ impl Default for Config {
             request_id_header: "X-Request-Id".into(),
             request_id_name: Some(http::HeaderName::from_static("x-request-id")),
             forwarded: Forwarded::default(),
+            cors: Cors::default(),
             origins: Vec::new(),
             discovery: Discovery::default(),
             selection: Selection::default(),

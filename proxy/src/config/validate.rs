@@ -238,6 +238,19 @@ pub(super) fn check(c: &Config) -> Result<(), (String, String)> {
             );
         }
     }
+    for (i, o) in c.cors.allowed_origins.iter().enumerate() {
+        let scheme_host = o
+            .strip_prefix("https://")
+            .or_else(|| o.strip_prefix("http://"));
+        let well_formed = o == "*"
+            || scheme_host.is_some_and(|h| !h.is_empty() && !h.contains(['/', '?', '#', ' ']));
+        if !well_formed {
+            return err(
+                &format!("cors.allowed_origins[{i}]"),
+                format!("{o:?} is not a page origin; write scheme://host[:port] with no path (e.g. https://player.example), or \"*\" for any"),
+            );
+        }
+    }
     for (key, name) in [
         ("served_by_header", &c.served_by_header),
         ("request_id_header", &c.request_id_header),

@@ -125,6 +125,7 @@ impl MediaPath {
         if let Some(name) = &cfg.request_id_name {
             crate::request_id::echo(&mut header, session.req_header(), name);
         }
+        crate::cors::decorate(&mut header, session.req_header(), &cfg.cors);
         session
             .write_response_header(Box::new(header), false)
             .await
@@ -265,6 +266,7 @@ impl MediaPath {
         if let Some(name) = &cfg.request_id_name {
             crate::request_id::echo(&mut header, session.req_header(), name);
         }
+        crate::cors::decorate(&mut header, session.req_header(), &cfg.cors);
         let no_body = matches!(resp.status.as_u16(), 204 | 304)
             || resp.headers.get("content-length").is_some_and(|v| v == "0");
         if header.headers.get("content-length").is_none() && !no_body {
