@@ -203,3 +203,37 @@ fn healthcheck_subcommand_follows_the_origins_health() {
     assert_eq!(gone.status.code(), Some(1), "{gone:?}");
     assert!(String::from_utf8_lossy(&gone.stderr).contains("connect"));
 }
+
+/// The first line the origin logs to stderr, started with `format`.
+fn first_log_line(format: Option<&str>) -> String {
+    use std::io::BufRead;
+    let media = MediaFixture::new().unwrap();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_cdn-origin"));
+    cmd.args(["--listen", "127.0.0.1:0", "--media", &media.path_str()])
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    if let Some(f) = format {
+        cmd.env("CDN_LOG_FORMAT", f);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut line = String::new();
+    // The origin logs "cdn-origin started" at once; a closed pipe ends the read.
+    std::io::BufReader::new(child.stderr.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    line
+}
+
+#[test]
+fn process_logs_are_json_on_request_and_never_coloured_off_a_terminal() {
+    let json: serde_json::Value =
+        serde_json::from_str(&first_log_line(Some("json"))).expect("one JSON object per line");
+    assert_eq!(json["level"], "INFO");
+    assert_eq!(json["fields"]["message"], "cdn-origin started");
+    let text = first_log_line(None);
+    assert!(text.contains("cdn-origin started"), "{text}");
+    assert!(!text.contains('\u{1b}'), "colour codes in a pipe: {text:?}");
+}
