@@ -74,9 +74,15 @@ async fn every_origin_takes_a_share_at_idle() {
     // One request at a time: no in-flight signal, so this is where argmin on noise would starve an origin.
     let (served, failed) = spread(&edge, "/videos/clip.mp4", 300, 1).await;
     assert_eq!(failed, 0);
+    // A policy that compares idle origins on noise (argmin) leaves one at
+    // the probes alone (one a second: 1–3 here). One that the rater measured
+    // clearly slower (latency over 1.5× the fleet's, as happens to one origin
+    // when other work shares this 2-core machine) is meant to get less: it
+    // wins only when both candidates are it, 10–23 of 300 in such runs. On a
+    // quiet machine each gets about a third.
     for a in &addrs {
         let n = served.get(&a.to_string()).copied().unwrap_or(0);
-        assert!(n >= 30, "{a} got {n} of 300: {served:?}");
+        assert!(n >= 6, "{a} got {n} of 300: {served:?}");
     }
 }
 
