@@ -7,7 +7,8 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 
 const root = resolve(import.meta.dirname, '..');
-const bin = (name) => join(root, process.env.CDN_BIN_DIR ?? 'target/debug', name);
+/** A binary of the workspace (the debug builds by default). */
+export const bin = (name) => join(root, process.env.CDN_BIN_DIR ?? 'target/debug', name);
 
 /** A loopback port that was free a moment ago. */
 export function freePort() {

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # run-local.sh : runs the whole system in the foreground from release builds:
 # ORIGINS cdn-origins on consecutive ports from ORIGIN_PORT over MEDIA, and
-# cdn-proxy in front of them with conf/cdn.yaml and conf/pingora.yaml
+# cdn-proxy in front of them with conf/cdn.yaml and conf/pingora.yaml, on
+# http://127.0.0.1:8080 and https://127.0.0.1:8443 (a local CA and certificate
+# made in target/dev-tls on the first run)
 # (conf/cdn.yaml lists the origins: keep it in step if you change ORIGINS or
 # ORIGIN_PORT). Ctrl-C stops everything.
 set -euo pipefail
@@ -43,6 +45,8 @@ done
 
 CDN_CONF=${CDN_CONF:-conf/cdn.yaml}
 PINGORA_CONF=${PINGORA_CONF:-conf/pingora.yaml}
+# The HTTPS listener's certificate and its local CA, made on the first run.
+"$BIN/cdn-proxy" dev-cert --dir target/dev-tls >/dev/null
 "$BIN/cdn-proxy" --cdn-conf "$CDN_CONF" -c "$PINGORA_CONF" &
 pids+=($!)
 proxy_url=http://127.0.0.1:8080
@@ -54,6 +58,7 @@ done
 
 echo
 echo "cdn-proxy: $proxy_url/   (video through the proxy)"
+echo "  https://127.0.0.1:8443/   (HTTPS, HTTP/2; trust target/dev-tls/ca.pem, e.g. curl --cacert target/dev-tls/ca.pem)"
 echo "  $proxy_url/dashboard   ${proxy_url/http/ws}/ws"
 echo "  $proxy_url/metrics (JSON)   $proxy_url/prometheus   $proxy_url/healthz   admin: http://127.0.0.1:8081/origins"
 # Our own children must be the ones answering (not leftovers on the same ports).

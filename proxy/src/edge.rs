@@ -80,6 +80,11 @@ pub struct Ctx {
     last_failure: Option<u16>,
 }
 
+/// Whether the client's connection is TLS.
+fn is_tls(session: &Session) -> bool {
+    session.digest().is_some_and(|d| d.ssl_digest.is_some())
+}
+
 /// Tells the origins who the client is (`forwarded.rs`) and which request
 /// this is (`request_id.rs`), in the client's request header, which both
 /// the plain path and the media path's fetches send on.
@@ -88,7 +93,7 @@ fn tell_origins(session: &mut Session, cfg: &Config) {
         .client_addr()
         .and_then(|a| a.as_inet())
         .map(|a| a.ip());
-    let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+    let tls = is_tls(session);
     let req = session.req_header_mut();
     forwarded::add(
         req,
@@ -191,6 +196,15 @@ impl ProxyHttp for Edge {
         self.metrics.total_requests.fetch_add(1, Relaxed);
         let route = Route::of(session.req_header().uri.path());
         if route == Route::Origin {
+            let cfg = &ctx.config;
+            if cfg.redirect_to_https && !is_tls(session) {
+                let port = cfg.tls.first().map_or(443, |t| t.listen.port());
+                return match crate::https_redirect::location(session.req_header(), port) {
+                    Some(to) => text(session, 308, "moved to https\n", &[("location", &to)]).await,
+                    None => text(session, 400, "a Host header is needed\n", &[]).await,
+                }
+                .map(|()| true);
+            }
             if cors::is_preflight(session.req_header(), &ctx.config.cors) {
                 let answer = cors::preflight_answer(session.req_header(), &ctx.config.cors)?;
                 session

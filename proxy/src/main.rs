@@ -18,6 +18,7 @@ mod discovery;
 mod edge;
 mod forwarded;
 mod header_deadline;
+mod https_redirect;
 mod media;
 mod metrics;
 mod monitor;
@@ -31,6 +32,7 @@ mod retry_budget;
 mod routes;
 mod select;
 mod sidecar;
+mod tls;
 mod websocket;
 
 use arc_swap::ArcSwap;
@@ -75,11 +77,40 @@ enum Command {
     /// address is reached on loopback) and exit 0 if it answers 2xx, 1
     /// otherwise: a container HEALTHCHECK with no shell tools.
     Healthcheck,
+    /// Make a local certificate authority and a certificate for `--name`s
+    /// in `--dir` (ca.pem, ca.key, cert.pem, key.pem), unless a certificate
+    /// there has more than 30 days left; print the files. For trying HTTPS
+    /// on one machine (`make run`), not for the internet.
+    DevCert {
+        /// Folder for the files.
+        #[arg(long, default_value = "target/dev-tls")]
+        dir: PathBuf,
+        /// Names (DNS or IP) the certificate is for.
+        #[arg(long = "name", default_values = ["localhost", "127.0.0.1", "::1"])]
+        names: Vec<String>,
+    },
 }
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
     cdn_types::logging::init();
+    if let Some(Command::DevCert { dir, names }) = &args.command {
+        return match tls::dev_cert::ensure(dir, names) {
+            Ok(f) => {
+                let state = if f.made { "made" } else { "kept" };
+                println!(
+                    "{state} {} (trust this CA: {})",
+                    f.cert.display(),
+                    f.ca.display()
+                );
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("cdn-proxy dev-cert: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     let config = match config::Config::load(&args.cdn_conf) {
         Ok(c) => c,
         Err(e) => {
@@ -87,7 +118,7 @@ fn main() -> std::process::ExitCode {
             std::process::exit(2);
         }
     };
-    if let Some(Command::Healthcheck) = args.command {
+    if let Some(Command::Healthcheck) = &args.command {
         // Config::load refuses an empty `listen`.
         return cdn_types::healthcheck::run("cdn-proxy", config.listen[0], "/healthz");
     }
@@ -115,6 +146,8 @@ fn run(args: Args, config: config::Config) -> anyhow::Result<()> {
     server.bootstrap();
 
     let listen = config.listen.clone();
+    let tls_listeners = config.tls.clone();
+    let h2c = config.h2c;
     let client_read_buffer = config.client_read_buffer;
     let dashboard = config.dashboard.clone();
     let admin_listen = config.admin_listen;
@@ -162,8 +195,13 @@ fn run(args: Args, config: config::Config) -> anyhow::Result<()> {
     };
     // Our connection loop reads each request header (deadline, size,
     // pipelining) before Pingora's proxy answers it.
+    let mut app = pingora::proxy::http_proxy(&server.configuration, edge);
+    let mut options = pingora::apps::HttpServerOptions::default();
+    options.h2c = h2c;
+    options.h2_idle_timeout = Some(request_gate::KEEPALIVE);
+    app.server_options = Some(options);
     let gate = request_gate::RequestGate {
-        app: Arc::new(pingora::proxy::http_proxy(&server.configuration, edge)),
+        app: Arc::new(app),
         config: config.clone(),
     };
     let mut public = pingora::services::listening::Service::new("cdn-proxy".to_string(), gate);
@@ -172,6 +210,12 @@ fn run(args: Args, config: config::Config) -> anyhow::Result<()> {
     let read_buffer = L4BufferSettings::default().read(client_read_buffer);
     for addr in &listen {
         public.add_listener(ListenerConfig::tcp(addr.to_string()).l4_buffer(read_buffer));
+    }
+    let mut certificates = tls::Certificates::default();
+    for t in &tls_listeners {
+        let settings = certificates.listener(t)?;
+        let endpoint = ListenerConfig::tcp(t.listen.to_string()).tls(settings);
+        public.add_listener(endpoint.l4_buffer(read_buffer));
     }
     let mut admin = pingora::services::listening::Service::new(
         "admin".to_string(),
@@ -211,6 +255,7 @@ fn run(args: Args, config: config::Config) -> anyhow::Result<()> {
         config,
         rediscover,
         metrics,
+        certificates: Arc::new(certificates),
     };
 
     server.add_service(public);
@@ -223,6 +268,7 @@ fn run(args: Args, config: config::Config) -> anyhow::Result<()> {
     if let Some(sidecar) = sidecar {
         server.add_service(background_service("dashboard", sidecar));
     }
-    tracing::info!(?listen, %admin_listen, "cdn-proxy starting");
+    let https: Vec<_> = tls_listeners.iter().map(|t| t.listen).collect();
+    tracing::info!(?listen, ?https, %admin_listen, "cdn-proxy starting");
     server.run_forever()
 }

@@ -1,5 +1,6 @@
-//! SIGHUP reloads `cdn.yaml`: a valid file is swapped in atomically (requests
-//! in flight keep the config they started with) and discovery runs at once;
+//! SIGHUP reloads `cdn.yaml` and the HTTPS certificates: a valid file is
+//! swapped in atomically (requests in flight keep the config they started
+//! with, connections their certificate) and discovery runs at once;
 //! an invalid one is logged and the old config stays. The file is read and
 //! its static addresses resolved on the blocking pool, never on the
 //! threads that serve requests. Listeners are bound at
@@ -26,6 +27,8 @@ pub struct Reloader {
     pub rediscover: Arc<Notify>,
     /// Counts reloads applied and refused.
     pub metrics: Arc<Metrics>,
+    /// The HTTPS listeners' certificates, read again on each reload.
+    pub certificates: Arc<crate::tls::Certificates>,
 }
 
 #[async_trait]
@@ -41,7 +44,18 @@ impl BackgroundService for Reloader {
                 _ = shutdown.changed() => return,
             }
             let path = self.path.clone();
-            let loaded = tokio::task::spawn_blocking(move || Config::load(&path)).await;
+            let certificates = self.certificates.clone();
+            let loaded = tokio::task::spawn_blocking(move || {
+                let new = Config::load(&path)?;
+                // New handshakes get the new certificates; open connections keep theirs.
+                certificates.reload(&new).map_err(|message| ConfigError {
+                    file: path.display().to_string(),
+                    key: "tls".into(),
+                    message,
+                })?;
+                Ok(new)
+            })
+            .await;
             match loaded.unwrap_or_else(|e| {
                 Err(ConfigError {
                     file: self.path.display().to_string(),
@@ -51,7 +65,17 @@ impl BackgroundService for Reloader {
             }) {
                 Ok(new) => {
                     let old = self.config.load();
-                    if new.listen != old.listen || new.admin_listen != old.admin_listen {
+                    let tls = |c: &Config| {
+                        c.tls
+                            .iter()
+                            .map(|t| (t.listen, t.http2))
+                            .collect::<Vec<_>>()
+                    };
+                    if new.listen != old.listen
+                        || new.admin_listen != old.admin_listen
+                        || tls(&new) != tls(&old)
+                        || new.h2c != old.h2c
+                    {
                         tracing::warn!("listener changes need a restart or a graceful upgrade (-u); the rest is applied");
                     }
                     self.config.store(Arc::new(new));

@@ -23,8 +23,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// How long a keep-alive connection may wait for its next request (Pingora's own figure).
-const KEEPALIVE: Duration = Duration::from_secs(60);
+/// How long a keep-alive connection may wait for its next request (Pingora's
+/// own figure); HTTP/2 connections are closed after as long without a stream.
+pub const KEEPALIVE: Duration = Duration::from_secs(60);
+
+/// What an HTTP/2 client with prior knowledge (h2c) sends first (RFC 9113 §3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Most header lines parsed to find a header's end; a request with more is
 /// handed to Pingora with everything after it (no pipelining for it).
@@ -52,6 +56,9 @@ enum Head {
     TooLarge,
     /// Not complete within the deadline: `408`.
     TooSlow,
+    /// The HTTP/2 preface on a listener that takes h2c: Pingora's HTTP/2
+    /// server takes the connection from here.
+    H2c,
 }
 
 #[async_trait]
@@ -81,6 +88,14 @@ where
                     return refuse(stream, 431, "Request Header Fields Too Large").await
                 }
                 Head::TooSlow => return refuse(stream, 408, "Request Timeout").await,
+                Head::H2c => {
+                    let mut tcp = stream
+                        .into_any()
+                        .downcast::<TcpStream>()
+                        .expect("checked above");
+                    tcp.rewind(&held);
+                    return self.app.process_new(tcp, shutdown).await;
+                }
             };
             let mut tcp = stream
                 .into_any()
@@ -138,6 +153,11 @@ async fn read_head(
             if *shutdown.borrow() {
                 return Head::Gone;
             }
+        } else if cfg.h2c && H2_PREFACE.starts_with(&held[..held.len().min(H2_PREFACE.len())]) {
+            if held.len() >= H2_PREFACE.len() {
+                return Head::H2c;
+            }
+            deadline.get_or_insert_with(|| Instant::now() + cfg.client_header_timeout);
         } else {
             match measure(held) {
                 Some(n) => return Head::Ready(n),

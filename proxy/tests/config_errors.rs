@@ -20,7 +20,16 @@ fn check(yaml: &str) -> (i32, String) {
 
 #[test]
 fn check_accepts_the_shipped_config() {
+    // Its HTTPS listener names the local certificate `make run` makes, from the workspace root.
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let made = Command::new(env!("CARGO_BIN_EXE_cdn-proxy"))
+        .current_dir(root)
+        .arg("dev-cert")
+        .status()
+        .unwrap();
+    assert!(made.success());
     let out = Command::new(env!("CARGO_BIN_EXE_cdn-proxy"))
+        .current_dir(root)
         .args([
             "--check",
             "--cdn-conf",
@@ -83,6 +92,18 @@ fn bad_configs_are_refused_with_file_key_and_fix() {
         (
             format!("{o}cors:\n  allowed_origins: [https://player.example/watch]\n"),
             "FILE: cors.allowed_origins[0]: \"https://player.example/watch\" is not a page origin; write scheme://host[:port]",
+        ),
+        (
+            format!("{o}tls:\n  - listen: 127.0.0.1:8443\n    certificates: [{{cert: /nonexistent/c.pem, key: /nonexistent/k.pem}}]\n"),
+            "FILE: tls[0].certificates[0].cert: /nonexistent/c.pem: cannot read PEM certificates",
+        ),
+        (
+            format!("{o}tls:\n  - listen: 127.0.0.1:8443\n    certificates: []\n"),
+            "FILE: tls[0].certificates: an HTTPS listener needs a certificate",
+        ),
+        (
+            format!("{o}redirect_to_https: true\n"),
+            "FILE: redirect_to_https: there is no HTTPS listener to redirect to",
         ),
         ("listen: [\n".to_string(), "FILE: "),
     ];

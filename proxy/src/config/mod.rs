@@ -50,6 +50,7 @@ impl Config {
         })?;
         let config = Self::parse(&text, &file)?;
         config.check_addresses_resolve(&file)?;
+        config.check_certificates(&file)?;
         Ok(config)
     }
 
@@ -85,6 +86,18 @@ impl Config {
             .filter_map(|t| validate::trusted_net(t))
             .collect();
         Ok(config)
+    }
+
+    /// Refuses certificate and key files that cannot be read or do not go together.
+    pub fn check_certificates(&self, file: &str) -> Result<(), ConfigError> {
+        for (i, t) in self.tls.iter().enumerate() {
+            crate::tls::certs::CertStore::load(&t.certificates).map_err(|e| ConfigError {
+                file: file.into(),
+                key: format!("tls[{i}].certificates[{}].{}", e.index, e.file),
+                message: e.message,
+            })?;
+        }
+        Ok(())
     }
 
     /// Refuses a static `origins[].address` that does not resolve (a typo

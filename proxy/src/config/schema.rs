@@ -13,6 +13,14 @@ use std::time::Duration;
 pub struct Config {
     /// Public listeners (video, `/metrics`, `/prometheus`, `/healthz`).
     pub listen: Vec<SocketAddr>,
+    /// HTTPS listeners, each with its certificates (`tls.rs`).
+    pub tls: Vec<TlsListener>,
+    /// HTTP/2 without TLS (prior knowledge, h2c) on the plain `listen` listeners.
+    pub h2c: bool,
+    /// The plain `listen` listeners answer requests for origins with a
+    /// redirect (308) to the first `tls` listener; the proxy's own
+    /// endpoints (`/healthz`, `/prometheus`...) are still answered there.
+    pub redirect_to_https: bool,
     /// Operator listener (origins, drain, capacity); loopback by default.
     pub admin_listen: SocketAddr,
     /// Size of the read buffer under each client connection, on every
@@ -61,6 +69,34 @@ pub struct Config {
     pub media: Media,
     /// The dashboard sidecar.
     pub dashboard: Dashboard,
+}
+
+/// One HTTPS listener (`tls.rs`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsListener {
+    /// Address to listen on, e.g. `0.0.0.0:8443`.
+    pub listen: SocketAddr,
+    /// Certificate chains and keys; each serves the names in its
+    /// certificate (SNI), the first also every other name and clients without SNI.
+    pub certificates: Vec<CertificateFiles>,
+    /// Offer HTTP/2 through ALPN (HTTP/1.1 is always offered).
+    #[serde(default = "yes")]
+    pub http2: bool,
+}
+
+/// A certificate chain and its private key, PEM files.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateFiles {
+    /// The leaf certificate first, then its intermediates.
+    pub cert: std::path::PathBuf,
+    /// Its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: std::path::PathBuf,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Cross-origin access (`cors.rs`).
@@ -268,6 +304,9 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: vec!["0.0.0.0:8080".parse().expect("literal")],
+            tls: Vec::new(),
+            h2c: false,
+            redirect_to_https: false,
             admin_listen: "127.0.0.1:8081".parse().expect("literal"),
             client_read_buffer: 0,
             client_header_timeout: Duration::from_secs(10),

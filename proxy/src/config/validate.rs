@@ -21,16 +21,20 @@ pub(super) fn check(c: &Config) -> Result<(), (String, String)> {
     }
     let mut seen = HashSet::new();
     let dashboard = c.dashboard.enabled.then_some(&c.dashboard.listen);
+    let tls = c.tls.iter().map(|t| &t.listen);
     let all = c
         .listen
         .iter()
         .chain(std::iter::once(&c.admin_listen))
-        .chain(dashboard);
+        .chain(dashboard)
+        .chain(tls);
+    let first_tls = c.listen.len() + 1 + usize::from(dashboard.is_some());
     for (i, l) in all.enumerate() {
         if !seen.insert(*l) {
             let key = match i.checked_sub(c.listen.len()) {
                 None => format!("listen[{i}]"),
                 Some(0) => "admin_listen".into(),
+                Some(_) if i >= first_tls => format!("tls[{}].listen", i - first_tls),
                 Some(_) => "dashboard.listen".into(),
             };
             return err(
@@ -38,6 +42,21 @@ pub(super) fn check(c: &Config) -> Result<(), (String, String)> {
                 format!("{l} is listed twice; every listener needs its own address"),
             );
         }
+    }
+    for (i, t) in c.tls.iter().enumerate() {
+        if t.certificates.is_empty() {
+            return err(
+                &format!("tls[{i}].certificates"),
+                "an HTTPS listener needs a certificate, e.g. `- {cert: conf/tls/cert.pem, key: conf/tls/key.pem}`".into(),
+            );
+        }
+    }
+    if c.redirect_to_https && c.tls.is_empty() {
+        return err(
+            "redirect_to_https",
+            "there is no HTTPS listener to redirect to; add one under `tls` or set it to false"
+                .into(),
+        );
     }
     if !(c.client_read_buffer == 0 || (1024..=1024 * 1024).contains(&c.client_read_buffer)) {
         return err(

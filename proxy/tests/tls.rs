@@ -1,0 +1,238 @@
+//! HTTPS and HTTP/2 with a real TLS client (curl): HTTP/1.1 and HTTP/2
+//! through ALPN, h2c, certificates by SNI and swapped on SIGHUP while a
+//! download goes on, and the redirect from plain HTTP.
+
+mod common;
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+/// What curl saw.
+struct Got {
+    /// `1.1` or `2`.
+    version: String,
+    status: u16,
+    headers: String,
+    body: Vec<u8>,
+}
+
+/// Runs curl with `args` and the URL; `Err(stderr)` when it fails (TLS errors included).
+fn curl(dir: &Path, args: &[&str], url: &str) -> Result<Got, String> {
+    let (head, body) = (dir.join("curl.head"), dir.join("curl.body"));
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "20", "-D"])
+        .arg(&head)
+        .arg("-o")
+        .arg(&body)
+        .args(["-w", "%{http_version} %{http_code}"])
+        .args(args)
+        .arg(url)
+        .output()
+        .expect("curl runs");
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    let w = String::from_utf8(out.stdout).unwrap();
+    let (version, status) = w.split_once(' ').unwrap();
+    Ok(Got {
+        version: version.into(),
+        status: status.parse().unwrap(),
+        headers: std::fs::read_to_string(head).unwrap(),
+        body: std::fs::read(body).unwrap(),
+    })
+}
+
+/// A local CA and a certificate for `names` in `dir` (`cdn-proxy dev-cert`).
+fn dev_cert(dir: &Path, names: &[&str]) -> PathBuf {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cdn-proxy"));
+    cmd.arg("dev-cert").arg("--dir").arg(dir);
+    for n in names {
+        cmd.args(["--name", n]);
+    }
+    assert!(cmd.status().unwrap().success());
+    dir.to_path_buf()
+}
+
+fn cert_entry(dir: &Path) -> String {
+    format!(
+        "{{cert: {}, key: {}}}",
+        dir.join("cert.pem").display(),
+        dir.join("key.pem").display()
+    )
+}
+
+fn tls_section(port: u16, certs: &[&Path]) -> String {
+    let list: Vec<String> = certs.iter().map(|d| cert_entry(d)).collect();
+    format!(
+        "[{{listen: \"127.0.0.1:{port}\", certificates: [{}]}}]",
+        list.join(", ")
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_serves_http1_and_http2_byte_exact() {
+    let media = MediaFixture::new().unwrap();
+    let origins = start_origins(&media, 1);
+    let certs = tempfile::tempdir().unwrap();
+    let local = dev_cert(certs.path(), &["localhost", "127.0.0.1"]);
+    let port = testkit::reserve_port();
+    let mut sections = default_sections(&[origins[0].addr]);
+    sections.insert("tls", tls_section(port, &[&local]));
+    let edge = start_proxy(&sections, 1).await;
+    let ca = local.join("ca.pem");
+    let ca = ca.to_str().unwrap();
+    let dir = edge.dir.path();
+
+    let url = format!("https://127.0.0.1:{port}/videos/clip.mp4");
+    for (flag, version) in [("--http1.1", "1.1"), ("--http2", "2")] {
+        // A range (the media path) and a whole file.
+        let got = curl(dir, &["--cacert", ca, flag, "-r", "1000-1500000"], &url).unwrap();
+        assert_eq!((got.version.as_str(), got.status), (version, 206), "{flag}");
+        assert_eq!(got.body, media.clip[1000..=1_500_000], "{flag}");
+        let got = curl(dir, &["--cacert", ca, flag], &url).unwrap();
+        assert_eq!((got.version.as_str(), got.status), (version, 200), "{flag}");
+        assert_eq!(got.body, media.clip, "{flag}");
+    }
+    // Local endpoints answer over HTTPS too.
+    let got = curl(
+        dir,
+        &["--cacert", ca],
+        &format!("https://localhost:{port}/healthz"),
+    )
+    .unwrap();
+    assert_eq!((got.version.as_str(), got.status), ("2", 200));
+    // A client that does not trust the CA refuses the connection.
+    assert!(curl(dir, &[], &url).is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_is_served_on_the_plain_listener_when_enabled() {
+    let media = MediaFixture::new().unwrap();
+    let origins = start_origins(&media, 1);
+    let mut sections = default_sections(&[origins[0].addr]);
+    sections.insert("h2c", "true".into());
+    let edge = start_proxy(&sections, 1).await;
+    let dir = edge.dir.path();
+    let url = format!("{}/videos/clip.mp4", edge.url());
+    let got = curl(dir, &["--http2-prior-knowledge", "-r", "5-70000"], &url).unwrap();
+    assert_eq!((got.version.as_str(), got.status), ("2", 206));
+    assert_eq!(got.body, media.clip[5..=70000]);
+    // HTTP/1.1 on the same listener still works.
+    let got = curl(dir, &["--http1.1"], &url).unwrap();
+    assert_eq!((got.version.as_str(), got.status), ("1.1", 200));
+    assert_eq!(got.body, media.clip);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_requests_for_origins_are_redirected_to_https() {
+    let media = MediaFixture::new().unwrap();
+    let origins = start_origins(&media, 1);
+    let certs = tempfile::tempdir().unwrap();
+    let local = dev_cert(certs.path(), &["localhost"]);
+    let port = testkit::reserve_port();
+    let mut sections = default_sections(&[origins[0].addr]);
+    sections.insert("tls", tls_section(port, &[&local]));
+    sections.insert("redirect_to_https", "true".into());
+    let edge = start_proxy(&sections, 1).await;
+    let dir = edge.dir.path();
+    let got = curl(
+        dir,
+        &["-H", "host: localhost:1"],
+        &format!("{}/videos/clip.mp4?t=3", edge.url()),
+    )
+    .unwrap();
+    assert_eq!(got.status, 308);
+    let want = format!("location: https://localhost:{port}/videos/clip.mp4?t=3");
+    assert!(
+        got.headers.to_ascii_lowercase().contains(&want),
+        "{}",
+        got.headers
+    );
+    // Followed, it plays; the proxy's own endpoints stay on plain HTTP (probes, scrapers).
+    let ca = local.join("ca.pem");
+    let got = curl(
+        dir,
+        &[
+            "-L",
+            "--cacert",
+            ca.to_str().unwrap(),
+            "-H",
+            "host: localhost:1",
+        ],
+        &format!("{}/videos/clip.mp4", edge.url()),
+    );
+    let got = got.unwrap();
+    assert_eq!(got.status, 200);
+    assert_eq!(got.body, media.clip);
+    let got = curl(dir, &[], &format!("{}/healthz", edge.url())).unwrap();
+    assert_eq!(got.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_are_picked_by_sni_and_swapped_on_sighup_mid_download() {
+    let media = MediaFixture::new().unwrap();
+    let origins = start_origins(&media, 1);
+    let certs = tempfile::tempdir().unwrap();
+    // Three authorities: a certificate verifies against its own CA only.
+    let a = dev_cert(&certs.path().join("a"), &["a.test"]);
+    let b = dev_cert(&certs.path().join("b"), &["b.test"]);
+    let a2 = dev_cert(&certs.path().join("a2"), &["a.test"]);
+    let port = testkit::reserve_port();
+    let mut sections = default_sections(&[origins[0].addr]);
+    sections.insert("tls", tls_section(port, &[&a, &b]));
+    let edge = start_proxy(&sections, 1).await;
+    let dir = edge.dir.path();
+    let resolve = |name: &str| format!("{name}:{port}:127.0.0.1");
+    let get = |name: &str, ca: &Path| {
+        let (r, ca) = (resolve(name), ca.join("ca.pem"));
+        let url = format!("https://{name}:{port}/healthz");
+        curl(
+            dir,
+            &["--resolve", &r, "--cacert", ca.to_str().unwrap()],
+            &url,
+        )
+    };
+    get("a.test", &a).expect("a.test has a's certificate");
+    get("b.test", &b).expect("b.test has b's certificate");
+    assert!(
+        get("b.test", &a).is_err(),
+        "b.test is not served a's certificate"
+    );
+
+    // A slow download over the first certificate, going on through the reload.
+    let body = dir.join("slow.body");
+    let mut slow = Command::new("curl")
+        .args(["-sS", "--limit-rate", "1M", "--resolve", &resolve("a.test")])
+        .arg("--cacert")
+        .arg(a.join("ca.pem"))
+        .arg("-o")
+        .arg(&body)
+        .arg(format!("https://a.test:{port}/videos/clip.mp4"))
+        .spawn()
+        .unwrap();
+    testkit::wait_for("the download to start", Duration::from_secs(10), || {
+        std::fs::metadata(&body).ok().filter(|m| m.len() > 0)
+    });
+
+    sections.insert("tls", tls_section(port, &[&a2, &b]));
+    let (public, admin) = (edge.server.addr.port(), edge.admin.port());
+    std::fs::write(&edge.cdn_yaml, render(public, admin, &sections)).unwrap();
+    edge.server.signal("HUP").unwrap();
+    testkit::wait_until("the new certificate", Duration::from_secs(10), || async {
+        get("a.test", &a2).ok()
+    })
+    .await;
+    assert!(
+        get("a.test", &a).is_err(),
+        "the old certificate is no longer served"
+    );
+    get("b.test", &b).expect("b.test unchanged");
+
+    let status = tokio::task::spawn_blocking(move || slow.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "the download survives the reload");
+    assert_eq!(std::fs::read(&body).unwrap(), media.clip);
+}
