@@ -144,13 +144,14 @@ async fn route(
             let rel = Some(app.default_file.clone());
             media::serve(app, req, rel, started).await
         }
-        _ => match path.strip_prefix("/videos/") {
-            Some(rest) => {
-                let rel = files::decode_request_path(rest);
-                media::serve(app, req, rel, started).await
-            }
-            None => text(StatusCode::NOT_FOUND, "not found\n"),
-        },
+        // `/videos/a.mp4` and `/a.mp4` are the same file; other paths
+        // (`/hls/a.m3u8`) are files under the media folder too, so an
+        // edge can route any prefix here.
+        _ => {
+            let rest = path.strip_prefix("/videos/").unwrap_or(&path[1..]);
+            let rel = files::decode_request_path(rest);
+            media::serve(app, req, rel, started).await
+        }
     }
 }
 

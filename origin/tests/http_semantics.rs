@@ -328,6 +328,14 @@ async fn streaming_formats_get_their_types_and_media_a_long_max_age() {
         ("hls/chunk0.m4s", "video/iso.segment", "public, max-age=600"),
         ("clip.mp4", "video/mp4", "public, max-age=600"),
     ] {
+        // Under /videos/ and at the root alike (an edge routes any prefix here).
+        let at_root = http
+            .get(format!("{}/{path}", server.url()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(at_root.status(), StatusCode::OK, "/{path}");
+        assert_eq!(at_root.headers()["content-type"], kind, "/{path}");
         let resp = http
             .get(format!("{}/videos/{path}", server.url()))
             .send()

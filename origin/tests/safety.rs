@@ -27,6 +27,12 @@ fn traversal_and_escaping_symlinks_are_not_found() {
         "/videos/nothing-here.mp4",
         "/../../etc/passwd",
         "/etc/passwd",
+        // Paths outside /videos/ map to the media folder the same way.
+        "/%2e%2e/secret.txt",
+        "/sub/../../secret.txt",
+        "//etc/passwd",
+        "/escape.mp4",
+        "/sub",
     ] {
         let r = raw_get(o.addr, path).unwrap();
         assert!(

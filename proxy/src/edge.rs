@@ -165,7 +165,9 @@ impl Edge {
             Route::Dashboard | Route::DashboardSocket => {
                 text(session, 404, "the dashboard is disabled\n", &[]).await?
             }
-            Route::Origin | Route::NotFound => text(session, 404, "not found\n", &[]).await?,
+            Route::Origin { .. } | Route::NotFound => {
+                text(session, 404, "not found\n", &[]).await?
+            }
         }
         Ok(true)
     }
@@ -194,8 +196,8 @@ impl ProxyHttp for Edge {
     /// other origin requests go on to the plain proxy path.
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         self.metrics.total_requests.fetch_add(1, Relaxed);
-        let route = Route::of(session.req_header().uri.path());
-        if route == Route::Origin {
+        let route = Route::of(session.req_header().uri.path(), &ctx.config);
+        if let Route::Origin { .. } = route {
             let cfg = &ctx.config;
             if cfg.redirect_to_https && !is_tls(session) {
                 let port = cfg.tls.first().map_or(443, |t| t.listen.port());
@@ -217,7 +219,7 @@ impl ProxyHttp for Edge {
         match route {
             // Boxed, and only for media GETs: the media path's future is
             // large, and every request's filter future would carry (and copy) it.
-            Route::Origin if self.media.takes(session, &ctx.config) => {
+            Route::Origin { media: true } if self.media.takes(session, &ctx.config) => {
                 match Box::pin(self.media.serve(session, &ctx.config)).await {
                     Ok(Served::Done) => Ok(true),
                     Ok(Served::Proxy) => {
@@ -235,7 +237,7 @@ impl ProxyHttp for Edge {
                     Err(Failed::Cut(e)) => Err(e),
                 }
             }
-            Route::Origin => {
+            Route::Origin { .. } => {
                 self.budget.deposit(&ctx.config.retry);
                 Ok(false)
             }

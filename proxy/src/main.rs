@@ -120,7 +120,18 @@ fn main() -> std::process::ExitCode {
     };
     if let Some(Command::Healthcheck) = &args.command {
         // Config::load refuses an empty `listen`.
-        return cdn_types::healthcheck::run("cdn-proxy", config.listen[0], "/healthz");
+        if config.endpoints.healthz.is_empty() {
+            eprintln!(
+                "cdn-proxy healthcheck: endpoints.healthz is switched off in {}",
+                args.cdn_conf.display()
+            );
+            return std::process::ExitCode::FAILURE;
+        }
+        return cdn_types::healthcheck::run(
+            "cdn-proxy",
+            config.listen[0],
+            &config.endpoints.healthz,
+        );
     }
     if args.check {
         // Pingora's parser validates pingora.yaml the same way -t does.

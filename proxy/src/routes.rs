@@ -1,39 +1,70 @@
-//! Where a request on the public listener goes, by path alone: to an
-//! origin, or to one of the proxy's own endpoints.
+//! Where a request on the public listener goes, by path alone: to one of
+//! the proxy's own endpoints (`endpoints.*`, the dashboard), or to the
+//! origins by the longest matching `routes[].prefix`, or nowhere (`404`).
+
+use crate::config::{Config, OriginRoute};
 
 /// The destination of a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
-    /// Proxied to an origin: `/`, `/videos` and everything under `/videos/`.
-    Origin,
-    /// `/healthz`: the proxy's own liveness.
+    /// Proxied to an origin; `media`: the route lets media GETs take the slice path.
+    Origin {
+        /// Media GETs on this route are answered from slices.
+        media: bool,
+    },
+    /// `endpoints.healthz`: the proxy's own liveness.
     Healthz,
-    /// `/metrics`: the JSON snapshot.
+    /// `endpoints.metrics`: the JSON snapshot.
     Metrics,
-    /// `/prometheus`: the Prometheus text.
+    /// `endpoints.prometheus`: the Prometheus text.
     Prometheus,
     /// `/dashboard` and its files, proxied to the dashboard sidecar.
     Dashboard,
     /// `/ws`: the dashboard's WebSocket, answered by the proxy itself.
     DashboardSocket,
-    /// Anything else: 404.
+    /// No route: 404.
     NotFound,
 }
 
 impl Route {
-    /// The route of `path`.
-    pub fn of(path: &str) -> Route {
-        match path {
-            "/" | "/videos" => Route::Origin,
-            "/healthz" => Route::Healthz,
-            "/metrics" => Route::Metrics,
-            "/prometheus" => Route::Prometheus,
-            "/ws" => Route::DashboardSocket,
-            "/dashboard" => Route::Dashboard,
-            p if p.starts_with("/videos/") => Route::Origin,
-            p if p.starts_with("/dashboard/") => Route::Dashboard,
-            _ => Route::NotFound,
+    /// The route of `path` under `cfg`.
+    pub fn of(path: &str, cfg: &Config) -> Route {
+        let e = &cfg.endpoints;
+        // Exact paths first; an empty endpoint is switched off.
+        if !e.healthz.is_empty() && path == e.healthz {
+            return Route::Healthz;
         }
+        if !e.metrics.is_empty() && path == e.metrics {
+            return Route::Metrics;
+        }
+        if !e.prometheus.is_empty() && path == e.prometheus {
+            return Route::Prometheus;
+        }
+        if cfg.dashboard.enabled {
+            match path {
+                "/ws" => return Route::DashboardSocket,
+                "/dashboard" => return Route::Dashboard,
+                p if p.starts_with("/dashboard/") => return Route::Dashboard,
+                _ => {}
+            }
+        }
+        // Longest prefix first (sorted when the file is read).
+        cfg.routes_by_length
+            .iter()
+            .map(|&i| &cfg.routes[i])
+            .find(|r| covers(&r.prefix, path))
+            .map_or(Route::NotFound, |r: &OriginRoute| Route::Origin {
+                media: r.media,
+            })
+    }
+}
+
+/// Whether `prefix` covers `path`: equal, or followed by `/` in it (so
+/// `/videos` covers `/videos/a.mp4` but not `/videosx`).
+fn covers(prefix: &str, path: &str) -> bool {
+    match path.strip_prefix(prefix) {
+        Some(rest) => rest.is_empty() || prefix.ends_with('/') || rest.starts_with('/'),
+        None => false,
     }
 }
 
@@ -41,22 +72,51 @@ impl Route {
 mod tests {
     use super::*;
 
+    fn cfg(extra: &str) -> Config {
+        let text = format!("origins:\n  - address: 127.0.0.1:9101\n{extra}");
+        Config::parse(&text, "cdn.yaml").unwrap()
+    }
+
     #[test]
-    fn paths_map_to_routes() {
+    fn by_default_every_path_but_the_local_endpoints_goes_to_the_origins() {
+        let c = cfg("");
+        let origin = Route::Origin { media: true };
         for (path, route) in [
-            ("/", Route::Origin),
-            ("/videos", Route::Origin),
-            ("/videos/a/b.mp4", Route::Origin),
-            ("/videosx", Route::NotFound),
+            ("/", origin),
+            ("/videos/a/b.mp4", origin),
+            ("/hls/a.m3u8", origin),
+            ("/healthzx", origin),
             ("/healthz", Route::Healthz),
             ("/metrics", Route::Metrics),
             ("/prometheus", Route::Prometheus),
             ("/dashboard", Route::Dashboard),
             ("/dashboard/app.js", Route::Dashboard),
             ("/ws", Route::DashboardSocket),
-            ("/hls/a.m3u8", Route::NotFound),
         ] {
-            assert_eq!(Route::of(path), route, "{path}");
+            assert_eq!(Route::of(path, &c), route, "{path}");
+        }
+    }
+
+    #[test]
+    fn the_longest_prefix_wins_and_endpoints_move_or_go() {
+        let c = cfg(concat!(
+            "routes:\n  - {prefix: /videos}\n  - {prefix: /videos/live/, media: false}\n",
+            "endpoints: {metrics: /_edge/metrics, prometheus: \"\"}\n",
+            "dashboard: {enabled: false}\n"
+        ));
+        for (path, route) in [
+            ("/videos", Route::Origin { media: true }),
+            ("/videos/a.mp4", Route::Origin { media: true }),
+            ("/videos/live/a.ts", Route::Origin { media: false }),
+            ("/videosx", Route::NotFound),
+            ("/", Route::NotFound),
+            ("/metrics", Route::NotFound),
+            ("/_edge/metrics", Route::Metrics),
+            ("/prometheus", Route::NotFound),
+            ("/dashboard", Route::NotFound),
+            ("/healthz", Route::Healthz),
+        ] {
+            assert_eq!(Route::of(path, &c), route, "{path}");
         }
     }
 }

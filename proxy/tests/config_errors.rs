@@ -105,6 +105,14 @@ fn bad_configs_are_refused_with_file_key_and_fix() {
             format!("{o}redirect_to_https: true\n"),
             "FILE: redirect_to_https: there is no HTTPS listener to redirect to",
         ),
+        (
+            format!("{o}routes: [{{prefix: videos}}]\n"),
+            "FILE: routes[0].prefix: \"videos\" must start with `/`",
+        ),
+        (
+            format!("{o}endpoints: {{metrics: /healthz}}\n"),
+            "FILE: endpoints.metrics: \"/healthz\" must start with `/` and differ from the other endpoints",
+        ),
         ("listen: [\n".to_string(), "FILE: "),
     ];
     for (yaml, want) in cases {

@@ -82,6 +82,9 @@ impl Config {
             .then(|| bytes::Bytes::from(config.served_by_header.clone()));
         // Checked by `validate::check` above.
         config.request_id_name = http::HeaderName::try_from(config.request_id_header.as_str()).ok();
+        config.routes_by_length = (0..config.routes.len()).collect();
+        (config.routes_by_length)
+            .sort_by_key(|&i| std::cmp::Reverse(config.routes[i].prefix.len()));
         config.forwarded.trusted = (config.forwarded.trusted_proxies.iter())
             .filter_map(|t| validate::trusted_net(t))
             .collect();

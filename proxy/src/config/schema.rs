@@ -47,6 +47,13 @@ pub struct Config {
     /// `request_id_header` parsed once when the file is read.
     #[serde(skip)]
     pub request_id_name: Option<http::HeaderName>,
+    /// Path prefixes sent to the origins; a path no route covers gets `404`.
+    pub routes: Vec<OriginRoute>,
+    /// `routes` indexes, longest prefix first, made when the file is read.
+    #[serde(skip)]
+    pub routes_by_length: Vec<usize>,
+    /// Paths of the proxy's own endpoints on the public listeners.
+    pub endpoints: Endpoints,
     /// What origins are told about the client.
     pub forwarded: Forwarded,
     /// Cross-origin access for player pages on other sites.
@@ -69,6 +76,42 @@ pub struct Config {
     pub media: Media,
     /// The dashboard sidecar.
     pub dashboard: Dashboard,
+}
+
+/// A path prefix whose requests go to the origins (`routes.rs`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OriginRoute {
+    /// Covers the path equal to it and every path under it (`/videos`:
+    /// `/videos` and `/videos/...`, not `/videosx`).
+    pub prefix: String,
+    /// Media GETs here take the slice path (when `media.enabled`); off:
+    /// proxied as they are (live segments that change, say).
+    #[serde(default = "yes")]
+    pub media: bool,
+}
+
+/// Paths of the proxy's own endpoints; `""` switches one off (its path then
+/// goes to the origins like any other).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Endpoints {
+    /// Liveness (`200 ok`), for probes and load balancers.
+    pub healthz: String,
+    /// The JSON snapshot.
+    pub metrics: String,
+    /// The Prometheus text.
+    pub prometheus: String,
+}
+
+impl Default for Endpoints {
+    fn default() -> Self {
+        Endpoints {
+            healthz: "/healthz".into(),
+            metrics: "/metrics".into(),
+            prometheus: "/prometheus".into(),
+        }
+    }
 }
 
 /// One HTTPS listener (`tls.rs`).
@@ -315,6 +358,12 @@ impl Default for Config {
             served_by_name: Some(bytes::Bytes::from_static(b"X-Served-By")),
             request_id_header: "X-Request-Id".into(),
             request_id_name: Some(http::HeaderName::from_static("x-request-id")),
+            routes: vec![OriginRoute {
+                prefix: "/".into(),
+                media: true,
+            }],
+            routes_by_length: vec![0],
+            endpoints: Endpoints::default(),
             forwarded: Forwarded::default(),
             cors: Cors::default(),
             origins: Vec::new(),

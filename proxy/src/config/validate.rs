@@ -51,6 +51,40 @@ pub(super) fn check(c: &Config) -> Result<(), (String, String)> {
             );
         }
     }
+    let mut prefixes = HashSet::new();
+    for (i, r) in c.routes.iter().enumerate() {
+        if !r.prefix.starts_with('/') {
+            return err(
+                &format!("routes[{i}].prefix"),
+                format!("{:?} must start with `/`, e.g. /videos", r.prefix),
+            );
+        }
+        if !prefixes.insert(r.prefix.as_str()) {
+            return err(
+                &format!("routes[{i}].prefix"),
+                format!("{:?} is listed twice; each prefix once", r.prefix),
+            );
+        }
+    }
+    let e = &c.endpoints;
+    let mut paths = HashSet::new();
+    for (key, path) in [
+        ("healthz", &e.healthz),
+        ("metrics", &e.metrics),
+        ("prometheus", &e.prometheus),
+    ] {
+        if path.is_empty() {
+            continue;
+        }
+        let reserved = c.dashboard.enabled
+            && (path == "/ws" || path == "/dashboard" || path.starts_with("/dashboard/"));
+        if !path.starts_with('/') || reserved || !paths.insert(path.as_str()) {
+            return err(
+                &format!("endpoints.{key}"),
+                format!("{path:?} must start with `/` and differ from the other endpoints, /dashboard and /ws; or \"\" to switch it off"),
+            );
+        }
+    }
     if c.redirect_to_https && c.tls.is_empty() {
         return err(
             "redirect_to_https",

@@ -36,6 +36,8 @@ pub fn start_origins(media: &MediaFixture, n: usize) -> Vec<Server> {
 /// A running proxy and the files it was started with.
 pub struct Edge {
     pub server: Server,
+    /// Where its JSON snapshot is (`endpoints.metrics`).
+    pub metrics_path: &'static str,
     pub admin: SocketAddr,
     pub cdn_yaml: PathBuf,
     pub dir: tempfile::TempDir,
@@ -81,6 +83,15 @@ pub fn render(public: u16, admin: u16, sections: &BTreeMap<&'static str, String>
 
 /// Starts the proxy with `sections` and waits until `expect_up` origins are up.
 pub async fn start_proxy(sections: &BTreeMap<&'static str, String>, expect_up: usize) -> Edge {
+    start_proxy_at(sections, expect_up, "/metrics").await
+}
+
+/// As `start_proxy`, with the JSON snapshot moved to `metrics_path`.
+pub async fn start_proxy_at(
+    sections: &BTreeMap<&'static str, String>,
+    expect_up: usize,
+    metrics_path: &'static str,
+) -> Edge {
     let dir = tempfile::tempdir().unwrap();
     let (public, admin) = (testkit::reserve_port(), testkit::reserve_port());
     let cdn_yaml = dir.path().join("cdn.yaml");
@@ -116,6 +127,7 @@ pub async fn start_proxy(sections: &BTreeMap<&'static str, String>, expect_up: u
     .expect("cdn-proxy starts");
     let edge = Edge {
         server,
+        metrics_path,
         admin: format!("127.0.0.1:{admin}").parse().unwrap(),
         cdn_yaml,
         dir,
@@ -126,7 +138,7 @@ pub async fn start_proxy(sections: &BTreeMap<&'static str, String>, expect_up: u
 
 /// GET /metrics from the proxy, parsed.
 pub async fn metrics(edge: &Edge) -> serde_json::Value {
-    let r = testkit::raw_get_async(edge.server.addr, "/metrics")
+    let r = testkit::raw_get_async(edge.server.addr, edge.metrics_path)
         .await
         .expect("GET /metrics");
     serde_json::from_slice(&r.body).expect("/metrics is JSON")
