@@ -57,6 +57,14 @@ pub struct Args {
     #[arg(long)]
     pub fault_admin: bool,
 
+    /// Access log: off, combined (nginx's format, our fields appended) or json.
+    #[arg(long, value_name = "FORMAT", default_value = "off")]
+    pub access_log: cdn_types::access_log::Format,
+
+    /// Access log file (appended to, reopened on SIGUSR1); default: stdout.
+    #[arg(long, value_name = "FILE")]
+    pub access_log_path: Option<PathBuf>,
+
     #[command(flatten)]
     pub faults: FaultSettings,
 

@@ -2,6 +2,7 @@
 //! sampler and fault injection into a hyper HTTP/1.1 server with graceful
 //! shutdown. The work is done in the modules.
 
+mod access;
 mod allocator;
 mod body;
 mod cgroup;
@@ -93,6 +94,12 @@ async fn run(args: cli::Args) -> anyhow::Result<()> {
     sampler.prime(&metrics);
     tokio::spawn(sampler.run(metrics.clone()));
 
+    let path = args.access_log_path.as_deref();
+    let access_log = cdn_types::access_log::AccessLog::start(args.access_log, path)
+        .with_context(|| format!("--access-log-path {:?}: cannot open", path))?;
+    if let Some(log) = access_log.clone() {
+        tokio::spawn(reopen_on_sigusr1(log));
+    }
     let app = Arc::new(routes::App {
         media,
         default_file: args.default_file.clone(),
@@ -103,6 +110,7 @@ async fn run(args: cli::Args) -> anyhow::Result<()> {
         chunk_size: args.chunk_kib as usize * 1024,
         media_cache_control: cache_control(args.max_age),
         manifest_cache_control: cache_control(args.manifest_max_age),
+        access_log,
     });
 
     let listener = TcpListener::bind(args.listen)
@@ -194,6 +202,19 @@ async fn serve_connection(
             tracing::debug!(%peer, "connection ended: {e}");
         }
     });
+}
+
+/// Reopens the access log file on SIGUSR1 (after logrotate moved it).
+async fn reopen_on_sigusr1(log: Arc<cdn_types::access_log::AccessLog>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut usr1) = signal(SignalKind::user_defined1()) else {
+        tracing::error!("cannot listen for SIGUSR1; the access log will not be reopened");
+        return;
+    };
+    while usr1.recv().await.is_some() {
+        log.reopen();
+        tracing::info!("access log reopened");
+    }
 }
 
 /// `public, max-age=SECS`.

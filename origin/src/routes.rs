@@ -42,6 +42,8 @@ pub struct App {
     pub media_cache_control: HeaderValue,
     /// `Cache-Control` of playlists and manifests (`.m3u8`, `.mpd`).
     pub manifest_cache_control: HeaderValue,
+    /// The access log, when on.
+    pub access_log: Option<Arc<cdn_types::access_log::AccessLog>>,
 }
 
 /// Marks a response whose body accounts for itself (a file stream).
@@ -56,6 +58,8 @@ pub async fn handle(
 ) -> Result<Response<Body>, Infallible> {
     let started = Instant::now();
     let head = req.method() == Method::HEAD;
+    let asked =
+        (app.access_log.as_ref()).map(|_| crate::access::Asked::of(&req, peer.ip(), started));
     let mut resp = route(&app, peer, req, started).await;
     let m = &app.metrics;
     m.count_request(resp.status().as_u16());
@@ -81,6 +85,10 @@ pub async fn handle(
     h.insert(NAME_HEADER, app.name.clone());
     if let Ok(v) = HeaderValue::from_str(&m.load_report().to_orca_text()) {
         h.insert(LOAD_HEADER, v);
+    }
+    if let (Some(log), Some(asked)) = (&app.access_log, asked) {
+        let status = resp.status().as_u16();
+        resp = resp.map(|b| crate::access::log_when_done(log.clone(), asked, status, b));
     }
     Ok(resp)
 }

@@ -53,6 +53,10 @@ pub struct Edge {
     pub dashboard: Option<Arc<cdn_dashboard::Hub>>,
     /// The slice path for media GETs.
     pub media: Arc<MediaPath>,
+    /// The access log, when on.
+    pub access_log: Option<Arc<cdn_types::access_log::AccessLog>>,
+    /// Set on SIGTERM for the drain period.
+    pub draining: Arc<crate::drain::Draining>,
 }
 
 /// Per-request state.
@@ -75,6 +79,12 @@ pub struct Ctx {
     to_dashboard: bool,
     /// The current attempt's deadline for its origin's whole response header.
     header_deadline: Option<HeaderDeadline>,
+    /// When the request arrived.
+    started: Instant,
+    /// When the plain path's response header arrived from the origin.
+    header_at: Option<Instant>,
+    /// What the media path did, for the access log.
+    media: crate::media::Report,
     /// What the last failed attempt would have answered (504 for a timeout…):
     /// the answer when a retry finds no other origin.
     last_failure: Option<u16>,
@@ -138,6 +148,9 @@ impl Edge {
         }
         let dashboard_on = ctx.config.dashboard.enabled;
         match route {
+            Route::Healthz if self.draining.is_on() => {
+                text(session, 503, "draining\n", &[]).await?
+            }
             Route::Healthz => text(session, 200, "ok\n", &[]).await?,
             Route::Metrics => {
                 let json = serde_json::to_vec(&**self.snapshot.load()).unwrap_or_default();
@@ -189,6 +202,9 @@ impl ProxyHttp for Edge {
             header_deadline: None,
             last_failure: None,
             to_dashboard: false,
+            started: Instant::now(),
+            header_at: None,
+            media: crate::media::Report::default(),
         }
     }
 
@@ -196,6 +212,10 @@ impl ProxyHttp for Edge {
     /// other origin requests go on to the plain proxy path.
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         self.metrics.total_requests.fetch_add(1, Relaxed);
+        if self.draining.is_on() {
+            // Each answer closes its connection: clients reconnect to another edge.
+            session.set_keepalive(None);
+        }
         let route = Route::of(session.req_header().uri.path(), &ctx.config);
         if let Route::Origin { .. } = route {
             let cfg = &ctx.config;
@@ -220,9 +240,12 @@ impl ProxyHttp for Edge {
             // Boxed, and only for media GETs: the media path's future is
             // large, and every request's filter future would carry (and copy) it.
             Route::Origin { media: true } if self.media.takes(session, &ctx.config) => {
-                match Box::pin(self.media.serve(session, &ctx.config)).await {
+                let served = self.media.serve(session, &ctx.config, &mut ctx.media);
+                match Box::pin(served).await {
                     Ok(Served::Done) => Ok(true),
                     Ok(Served::Proxy) => {
+                        // The plain path answers after all: its figures go to the log.
+                        ctx.media = crate::media::Report::default();
                         self.budget.deposit(&ctx.config.retry);
                         Ok(false)
                     }
@@ -313,6 +336,7 @@ impl ProxyHttp for Edge {
             let now = Instant::now();
             let now_ms = crate::clock::ms_at(now);
             let ttfb = now.saturating_duration_since(sent);
+            ctx.header_at = Some(now);
             o.observe_ttfb(ttfb, now_ms, cfg.selection.ewma_decay);
             if let Some(report) = report {
                 o.set_load_text(report.as_bytes(), now_ms);
@@ -469,5 +493,27 @@ impl ProxyHttp for Edge {
         // Still open only if the last attempt ended without an error callback.
         let origin_fault = e.is_some_and(|e| e.esource() == &ErrorSource::Upstream);
         self.end_attempt(ctx, status < 500 && !origin_fault);
+        if let Some(log) = &self.access_log {
+            let media = ctx.media.origin.is_some();
+            let facts = crate::access_log::Facts {
+                started: ctx.started,
+                header_at: if media {
+                    ctx.media.header_at
+                } else {
+                    ctx.header_at
+                },
+                origin: ctx.media.origin.as_deref().or(ctx.last.as_deref()),
+                attempts: if media {
+                    ctx.media.attempts
+                } else {
+                    ctx.tried.len() as u32
+                },
+                status,
+                request_id: ctx.config.request_id_name.as_ref(),
+            };
+            if !crate::access_log::record(log, session, facts) {
+                self.metrics.access_log_dropped.inc();
+            }
+        }
     }
 }

@@ -8,6 +8,7 @@
 //! A load report: origin header or health check → `origins/` → `select/rater.rs`.
 //! A config change: `reload.rs` → `config/` → swapped in (`ArcSwap`).
 
+mod access_log;
 mod admin;
 mod allocator;
 mod atomic_f64;
@@ -15,6 +16,7 @@ mod clock;
 mod config;
 mod cors;
 mod discovery;
+mod drain;
 mod edge;
 mod forwarded;
 mod header_deadline;
@@ -184,6 +186,14 @@ fn run(args: Args, config: config::Config) -> anyhow::Result<()> {
     let rediscover = Arc::new(tokio::sync::Notify::new());
     let warmup = Arc::new(monitor::Warmup::default());
     let hub = dashboard.enabled.then(|| sidecar::hub(&dashboard));
+    let draining = Arc::new(drain::Draining::default());
+    let access_log = {
+        let c = &config.load().access_log;
+        cdn_types::access_log::AccessLog::start(c.format, c.path.as_deref()).map_err(|e| {
+            let path = c.path.as_deref().unwrap_or("stdout".as_ref());
+            anyhow::anyhow!("access_log.path: cannot open {}: {e}", path.display())
+        })?
+    };
 
     let edge = edge::Edge {
         balancer: balancer.clone(),
@@ -203,6 +213,8 @@ fn run(args: Args, config: config::Config) -> anyhow::Result<()> {
             warmup: warmup.clone(),
             metrics: metrics.clone(),
         }),
+        access_log: access_log.clone(),
+        draining: draining.clone(),
     };
     // Our connection loop reads each request header (deadline, size,
     // pipelining) before Pingora's proxy answers it.
@@ -261,6 +273,10 @@ fn run(args: Args, config: config::Config) -> anyhow::Result<()> {
         config: config.clone(),
         latest: snapshot,
     };
+    let shutdown_signal = Box::new(drain::DrainingSignal {
+        config: config.clone(),
+        draining,
+    });
     let reloader = reload::Reloader {
         path: args.cdn_conf,
         config,
@@ -276,10 +292,17 @@ fn run(args: Args, config: config::Config) -> anyhow::Result<()> {
     server.add_service(background_service("ratings", rater));
     server.add_service(background_service("snapshots", snapshotter));
     server.add_service(background_service("reload", reloader));
+    if let Some(log) = access_log {
+        server.add_service(background_service(
+            "access log",
+            access_log::Reopener { log },
+        ));
+    }
     if let Some(sidecar) = sidecar {
         server.add_service(background_service("dashboard", sidecar));
     }
     let https: Vec<_> = tls_listeners.iter().map(|t| t.listen).collect();
     tracing::info!(?listen, ?https, %admin_listen, "cdn-proxy starting");
-    server.run_forever()
+    server.run(pingora::server::RunArgs { shutdown_signal });
+    Ok(())
 }

@@ -78,6 +78,9 @@ impl BackgroundService for Reloader {
                     {
                         tracing::warn!("listener changes need a restart or a graceful upgrade (-u); the rest is applied");
                     }
+                    if new.access_log != old.access_log {
+                        tracing::warn!("access_log changes need a restart; the rest is applied");
+                    }
                     self.config.store(Arc::new(new));
                     self.rediscover.notify_one();
                     self.metrics.reloads_applied.inc();

@@ -6,9 +6,10 @@
 //! Also [`own_process`]: the CPU and memory figures both binaries report
 //! about themselves, [`healthcheck`]: the probe behind their
 //! `healthcheck` subcommands, [`status`]: the status classes their counters
-//! use, [`clock`] and [`logging`], and [`range`]: conditional and Range
+//! use, [`clock`], [`logging`] and [`access_log`], and [`range`]: conditional and Range
 //! requests, evaluated the same way by the origin and the proxy's media path.
 
+pub mod access_log;
 pub mod clock;
 pub mod healthcheck;
 pub mod logging;

@@ -21,6 +21,10 @@ pub struct Config {
     /// redirect (308) to the first `tls` listener; the proxy's own
     /// endpoints (`/healthz`, `/prometheus`...) are still answered there.
     pub redirect_to_https: bool,
+    /// After SIGTERM, how long to go on serving with `/healthz` failing
+    /// before the listeners close (`drain.rs`).
+    #[serde(with = "humantime_serde")]
+    pub drain_period: Duration,
     /// Operator listener (origins, drain, capacity); loopback by default.
     pub admin_listen: SocketAddr,
     /// Size of the read buffer under each client connection, on every
@@ -47,6 +51,8 @@ pub struct Config {
     /// `request_id_header` parsed once when the file is read.
     #[serde(skip)]
     pub request_id_name: Option<http::HeaderName>,
+    /// One line per request (read at start).
+    pub access_log: AccessLogConfig,
     /// Path prefixes sent to the origins; a path no route covers gets `404`.
     pub routes: Vec<OriginRoute>,
     /// `routes` indexes, longest prefix first, made when the file is read.
@@ -76,6 +82,16 @@ pub struct Config {
     pub media: Media,
     /// The dashboard sidecar.
     pub dashboard: Dashboard,
+}
+
+/// The access log (`access_log.rs`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccessLogConfig {
+    /// `off`, `combined` or `json`.
+    pub format: cdn_types::access_log::Format,
+    /// A file, appended to and reopened on SIGUSR1; none: stdout.
+    pub path: Option<std::path::PathBuf>,
 }
 
 /// A path prefix whose requests go to the origins (`routes.rs`).
@@ -350,6 +366,7 @@ impl Default for Config {
             tls: Vec::new(),
             h2c: false,
             redirect_to_https: false,
+            drain_period: Duration::ZERO,
             admin_listen: "127.0.0.1:8081".parse().expect("literal"),
             client_read_buffer: 0,
             client_header_timeout: Duration::from_secs(10),
@@ -358,6 +375,7 @@ impl Default for Config {
             served_by_name: Some(bytes::Bytes::from_static(b"X-Served-By")),
             request_id_header: "X-Request-Id".into(),
             request_id_name: Some(http::HeaderName::from_static("x-request-id")),
+            access_log: AccessLogConfig::default(),
             routes: vec![OriginRoute {
                 prefix: "/".into(),
                 media: true,

@@ -19,7 +19,7 @@ mod slicing;
 mod stream;
 
 pub use fetch::Fetcher;
-pub use stream::{Failed, Served};
+pub use stream::{Failed, Report, Served};
 
 use crate::metrics::Metrics;
 use crate::monitor::Warmup;

@@ -30,6 +30,17 @@ pub enum Served {
     Proxy,
 }
 
+/// What the media path tells the access log about a request.
+#[derive(Default)]
+pub struct Report {
+    /// When the client's response header was written.
+    pub header_at: Option<std::time::Instant>,
+    /// The origin of the first slice (named in `X-Served-By`).
+    pub origin: Option<Arc<crate::origins::Origin>>,
+    /// Origins asked before the first slice answered.
+    pub attempts: u32,
+}
+
 /// Why the media path could not answer.
 #[derive(Debug)]
 pub enum Failed {
@@ -52,7 +63,12 @@ impl MediaPath {
     /// plain proxy path unanswered (not media, several ranges, or an origin
     /// whose first answer is not a 206 of the asked range).
     /// The caller has checked [`Self::takes`].
-    pub async fn serve(&self, session: &mut Session, cfg: &Arc<Config>) -> Result<Served, Failed> {
+    pub async fn serve(
+        &self,
+        session: &mut Session,
+        cfg: &Arc<Config>,
+        report: &mut Report,
+    ) -> Result<Served, Failed> {
         let req = session.req_header();
         let range = req.headers.get("range").and_then(|v| v.to_str().ok());
         let asked = Asked::of(range);
@@ -75,6 +91,8 @@ impl MediaPath {
         let first = Box::pin(self.fetcher.open_any(cfg, &ask, &mut tried))
             .await
             .map_err(Failed::NoAnswer)?;
+        report.origin = Some(first.attempt.origin.clone());
+        report.attempts = tried.len() as u32;
         let status = first.resp().status.as_u16();
         match status {
             206 => {}
@@ -84,7 +102,7 @@ impl MediaPath {
             // Anything else (404, 304 or 412 to the client's preconditions,
             // ...) answers the client as it is.
             _ => {
-                return Box::pin(self.relay(session, cfg, first))
+                return Box::pin(self.relay(session, cfg, first, report))
                     .await
                     .map(|()| Served::Done)
             }
@@ -130,6 +148,7 @@ impl MediaPath {
             .write_response_header(Box::new(header), false)
             .await
             .map_err(Failed::Cut)?;
+        report.header_at = Some(std::time::Instant::now());
         let pending = (got.start() == want.start()).then_some(first);
         self.metrics.media_streams.inc();
         let result = self.deliver(session, cfg, &object, want, pending).await;
@@ -253,6 +272,7 @@ impl MediaPath {
         session: &mut Session,
         cfg: &Config,
         mut open: OpenSlice,
+        report: &mut Report,
     ) -> Result<(), Failed> {
         let resp = open.resp();
         let mut header =
@@ -276,6 +296,7 @@ impl MediaPath {
             .write_response_header(Box::new(header), no_body)
             .await
             .map_err(Failed::Cut)?;
+        report.header_at = Some(std::time::Instant::now());
         if no_body {
             return Ok(());
         }

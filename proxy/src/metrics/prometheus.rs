@@ -29,6 +29,8 @@ pub struct Metrics {
     /// `cdn_client_closed_total`: requests whose client left before a
     /// response header was written (nginx logs these as 499).
     pub client_closed: IntCounter,
+    /// `cdn_access_log_dropped_total`: lines dropped because the writer fell behind.
+    pub access_log_dropped: IntCounter,
     /// `cdn_config_reloads_total{result="applied"}`.
     pub reloads_applied: IntCounter,
     /// `cdn_config_reloads_total{result="refused"}`: invalid files, the old config kept.
@@ -79,6 +81,10 @@ impl Metrics {
             client_closed: register_int_counter!(
                 "cdn_client_closed_total",
                 "Requests whose client went away before a response header was written (not in cdn_requests_total)."
+            )?,
+            access_log_dropped: register_int_counter!(
+                "cdn_access_log_dropped_total",
+                "Access log lines dropped because the disk or the reader of stdout fell behind (requests never wait for the log)."
             )?,
             media_streams: register_int_gauge!(
                 "cdn_media_streams",
