@@ -129,6 +129,14 @@ class Configs(unittest.TestCase):
             r = proxy_check(fh.read())
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
 
+    def test_the_termination_grace_covers_the_drain_and_pingoras_grace(self):
+        data = find("ConfigMap", "cdn-proxy-config")["data"]
+        cdn, pingora = yaml.safe_load(data["cdn.yaml"]), yaml.safe_load(data["pingora.yaml"])
+        drain = int(str(cdn["drain_period"]).rstrip("s"))
+        needed = drain + pingora["grace_period_seconds"] + pingora["graceful_shutdown_timeout_seconds"]
+        pod = find("Deployment", "proxy")["spec"]["template"]["spec"]
+        self.assertGreater(pod["terminationGracePeriodSeconds"], needed)
+
     def test_check_refuses_a_broken_configmap_config(self):
         # A negative control for the two checks above.
         data = find("ConfigMap", "cdn-proxy-config")["data"]

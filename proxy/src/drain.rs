@@ -50,7 +50,10 @@ impl ShutdownSignalWatch for DrainingSignal {
         }
         let period = self.config.load().drain_period;
         self.draining.0.store(true, Ordering::Relaxed);
-        tracing::info!(?period, "SIGTERM: draining (/healthz answers 503) before closing the listeners");
+        tracing::info!(
+            ?period,
+            "SIGTERM: draining (/healthz answers 503) before closing the listeners"
+        );
         tokio::select! {
             _ = tokio::time::sleep(period) => ShutdownSignal::GracefulTerminate,
             // A second SIGTERM ends the drain early; SIGINT stops at once.

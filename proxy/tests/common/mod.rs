@@ -92,6 +92,17 @@ pub async fn start_proxy_at(
     expect_up: usize,
     metrics_path: &'static str,
 ) -> Edge {
+    start_proxy_with_grace(sections, expect_up, metrics_path, (0, 1)).await
+}
+
+/// As `start_proxy_at`, with Pingora's `grace_period_seconds` and
+/// `graceful_shutdown_timeout_seconds` (the tests' default: 0 and 1).
+pub async fn start_proxy_with_grace(
+    sections: &BTreeMap<&'static str, String>,
+    expect_up: usize,
+    metrics_path: &'static str,
+    (grace, shutdown_timeout): (u32, u32),
+) -> Edge {
     let dir = tempfile::tempdir().unwrap();
     let (public, admin) = (testkit::reserve_port(), testkit::reserve_port());
     let cdn_yaml = dir.path().join("cdn.yaml");
@@ -101,7 +112,7 @@ pub async fn start_proxy_at(
         &pingora_yaml,
         format!(
             "---\nversion: 1\nthreads: 2\npid_file: {d}/proxy.pid\nupgrade_sock: {d}/upgrade.sock\n\
-             grace_period_seconds: 0\ngraceful_shutdown_timeout_seconds: 1\n",
+             grace_period_seconds: {grace}\ngraceful_shutdown_timeout_seconds: {shutdown_timeout}\n",
             d = dir.path().display()
         ),
     )
