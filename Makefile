@@ -34,7 +34,7 @@ run: build sample web-deps ## run the whole system locally in the foreground (Ct
 
 e2e-deps: web-deps ## install what the browser and Prometheus tests need (Chromium, ffmpeg, Prometheus, pinned npm packages)
 	@scripts/ensure-packages.sh chromium:chromium ffmpeg:ffmpeg prometheus:prometheus
-	@cd e2e && { [ -d node_modules/playwright-core ] || npm ci --no-audit --no-fund; }
+	@cd e2e && { [ -d node_modules/playwright-core ] && [ -d node_modules/hls.js ] || npm ci --no-audit --no-fund; }
 
 test: test-local test-docker ## run every test: test-local, then test-docker
 
