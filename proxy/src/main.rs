@@ -27,6 +27,7 @@ mod monitor;
 mod origins;
 mod peer;
 mod reload;
+mod replayed_stream;
 mod request_gate;
 mod request_id;
 mod respond;

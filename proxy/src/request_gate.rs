@@ -1,6 +1,7 @@
-//! The public listener's HTTP/1 connection loop, in front of Pingora's: it
-//! reads each request header itself, with a total deadline and a size
-//! limit, before Pingora sees it, and keeps pipelined requests for their turn.
+//! The public listeners' HTTP/1 connection loop (plain and TLS), in front
+//! of Pingora's: it reads each request header itself, with a total deadline
+//! and a size limit, before Pingora sees it, and keeps pipelined requests
+//! for their turn. HTTP/2 connections go to Pingora's own loop.
 //!
 //! Pingora reads a request header with a per-read timeout only (a client
 //! trickling a byte a second holds its connection forever), accepts headers
@@ -12,12 +13,13 @@
 //! bytes after them wait until that request is answered.
 
 use crate::config::Config;
+use crate::replayed_stream::Replayed;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::apps::{HttpServerApp, ServerApp};
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::l4::stream::Stream as TcpStream;
-use pingora::protocols::Stream;
+use pingora::protocols::{Stream, ALPN};
 use pingora::server::ShutdownWatch;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -71,8 +73,12 @@ where
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        // Only plain TCP connections are read here (the stream must take bytes back).
-        if !stream.as_any().is::<TcpStream>() {
+        // Plain TCP takes bytes back itself; TLS through `Replayed`. HTTP/2
+        // (ALPN) and other kinds of stream go to Pingora's own loop.
+        let tcp = stream.as_any().is::<TcpStream>();
+        let tls_h1 = stream.get_ssl_digest().is_some()
+            && !matches!(stream.selected_alpn_proto(), Some(ALPN::H2));
+        if !tcp && !tls_h1 {
             return self.app.process_new(stream, shutdown).await;
         }
         let cfg = self.config.load_full();
@@ -81,7 +87,7 @@ where
         let mut settings = None;
         let mut first = true;
         loop {
-            let n = match read_head(&mut stream, &mut held, &cfg, shutdown).await {
+            let n = match read_head(&mut stream, &mut held, &cfg, tcp && cfg.h2c, shutdown).await {
                 Head::Ready(n) => n,
                 Head::Gone => return None,
                 Head::TooLarge => {
@@ -97,16 +103,21 @@ where
                     return self.app.process_new(tcp, shutdown).await;
                 }
             };
-            let mut tcp = stream
-                .into_any()
-                .downcast::<TcpStream>()
-                .expect("checked above");
-            tcp.rewind(&held[..n]);
+            let request: Stream = if tcp {
+                let mut tcp = stream
+                    .into_any()
+                    .downcast::<TcpStream>()
+                    .expect("checked above");
+                tcp.rewind(&held[..n]);
+                tcp
+            } else {
+                Box::new(Replayed::new(stream, held[..n].to_vec()))
+            };
             held.drain(..n);
             if held.is_empty() {
                 held = Vec::new(); // an idle connection holds no buffer
             }
-            let mut session = ServerSession::new_http1(tcp);
+            let mut session = ServerSession::new_http1(request);
             if first {
                 session.set_keepalive(if *shutdown.borrow() {
                     None
@@ -125,11 +136,24 @@ where
             }
             let reused = self.app.process_new_http(session, shutdown).await?;
             let (next, next_settings) = reused.consume();
-            stream = next;
             settings = next_settings;
-            if !stream.as_any().is::<TcpStream>() {
-                return None;
-            }
+            stream = if tcp {
+                if !next.as_any().is::<TcpStream>() {
+                    return None;
+                }
+                next
+            } else {
+                let Ok(replayed) = next.into_any().downcast::<Replayed>() else {
+                    return None;
+                };
+                // Bytes Pingora left unread come before those still held.
+                let (inner, mut left) = replayed.into_parts();
+                if !left.is_empty() {
+                    left.append(&mut held);
+                    held = left;
+                }
+                inner
+            };
         }
     }
 
@@ -143,6 +167,7 @@ async fn read_head(
     stream: &mut Stream,
     held: &mut Vec<u8>,
     cfg: &Config,
+    h2c: bool,
     shutdown: &ShutdownWatch,
 ) -> Head {
     let max = cfg.client_max_header;
@@ -153,7 +178,7 @@ async fn read_head(
             if *shutdown.borrow() {
                 return Head::Gone;
             }
-        } else if cfg.h2c && H2_PREFACE.starts_with(&held[..held.len().min(H2_PREFACE.len())]) {
+        } else if h2c && H2_PREFACE.starts_with(&held[..held.len().min(H2_PREFACE.len())]) {
             if held.len() >= H2_PREFACE.len() {
                 return Head::H2c;
             }

@@ -236,3 +236,90 @@ async fn certificates_are_picked_by_sni_and_swapped_on_sighup_mid_download() {
     assert!(status.success(), "the download survives the reload");
     assert_eq!(std::fs::read(&body).unwrap(), media.clip);
 }
+
+/// A TLS connection (HTTP/1.1 by ALPN) to `port` trusting the CA in `dir`.
+async fn tls_connect(port: u16, dir: &Path) -> pingora::tls::TlsStream<tokio::net::TcpStream> {
+    use pingora::tls::{ClientConfig, RootCertStore, ServerName, TlsConnector};
+    pingora::tls::install_default_crypto_provider();
+    let mut roots = RootCertStore::empty();
+    pingora::tls::load_ca_file_into_store(dir.join("ca.pem").to_str().unwrap(), &mut roots)
+        .unwrap();
+    let mut config = ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    let tls = TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    pingora::tls::TlsStream::Client(tls)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_request_gate_guards_https_too() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let media = MediaFixture::new().unwrap();
+    let origins = start_origins(&media, 1);
+    let certs = tempfile::tempdir().unwrap();
+    let local = dev_cert(certs.path(), &["localhost"]);
+    let port = testkit::reserve_port();
+    let mut sections = default_sections(&[origins[0].addr]);
+    sections.insert("tls", tls_section(port, &[&local]));
+    sections.insert("client_header_timeout", "1s".into());
+    let _edge = start_proxy(&sections, 1).await;
+
+    // Two pipelined requests in one write: both answered, in order.
+    let mut conn = tls_connect(port, &local).await;
+    conn.write_all(
+        b"GET /healthz HTTP/1.1\r\nhost: localhost\r\n\r\nGET /sub/nested.mp4 HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut got))
+        .await
+        .expect("answered within the deadline")
+        .ok();
+    let text = String::from_utf8_lossy(&got);
+    let first = text.find("HTTP/1.1 200").expect("the first answer");
+    let second = text[first + 1..]
+        .find("HTTP/1.1 200")
+        .expect("the second answer");
+    assert!(text[first..first + 1 + second].contains("ok\n"), "{text}");
+    assert!(
+        got.ends_with(&media.nested),
+        "the second answer is the file"
+    );
+
+    // A header trickled past the deadline: 408 and a close.
+    let mut conn = tls_connect(port, &local).await;
+    conn.write_all(b"GET /healthz HTTP/1.1\r\nhost: local")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        // One more byte a second; the gate answers after 1 s.
+        loop {
+            let mut buf = [0u8; 512];
+            tokio::select! {
+                r = conn.read(&mut buf) => match r {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                },
+                _ = tokio::time::sleep(Duration::from_millis(300)) => {
+                    let _ = conn.write_all(b"h").await;
+                }
+            }
+        }
+    })
+    .await
+    .expect("the connection is closed within the deadline");
+    assert!(
+        String::from_utf8_lossy(&got).starts_with("HTTP/1.1 408"),
+        "{got:?}"
+    );
+}
