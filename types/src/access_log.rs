@@ -150,8 +150,6 @@ impl AccessLog {
     /// Reopens the file before the next line (after logrotate moved it).
     pub fn reopen(&self) {
         self.reopen.store(true, Ordering::Relaxed);
-        // An empty line wakes the writer and is not written.
-        let _ = self.queue.try_send(String::new());
     }
 
     /// Lines dropped because the writer fell behind.
@@ -189,34 +187,50 @@ fn append(path: &Path) -> std::io::Result<std::fs::File> {
         .open(path)
 }
 
-/// The writer thread: writes what is queued, flushing whenever the queue
-/// is empty (one write per burst rather than per line).
+/// How often the writer looks for lines. Requests never wake it (that
+/// would be a system call per line on the request path); a line waits at
+/// most this long, as with nginx's `access_log ... flush=`.
+const POLL: Duration = Duration::from_millis(50);
+
+/// The writer thread: every `POLL`, writes what is queued in one write.
 fn write_lines(rx: Receiver<String>, mut sink: Sink, reopen: Arc<AtomicBool>) {
     let mut batch = String::new();
-    while let Ok(first) = rx.recv() {
-        batch.push_str(&first);
-        while let Ok(more) = rx.try_recv() {
-            batch.push_str(&more);
-            if batch.len() > 256 * 1024 {
-                break;
+    loop {
+        let open = loop {
+            match rx.try_recv() {
+                Ok(line) => {
+                    batch.push_str(&line);
+                    if batch.len() > 256 * 1024 {
+                        break true;
+                    }
+                }
+                Err(mpsc::TryRecvError::Empty) => break true,
+                Err(mpsc::TryRecvError::Disconnected) => break false,
             }
-        }
+        };
         if reopen.swap(false, Ordering::Relaxed) {
             if let Sink::File(path, f) = &mut sink {
                 let _ = f.flush();
                 match append(path) {
                     Ok(new) => *f = std::io::BufWriter::new(new),
-                    Err(e) => {
-                        tracing::error!(path = %path.display(), "cannot reopen the access log: {e}")
-                    }
+                    Err(e) => tracing::error!(path = %path.display(), "cannot reopen the access log: {e}"),
                 }
             }
         }
-        let w = sink.writer();
-        if let Err(e) = w.write_all(batch.as_bytes()).and_then(|()| w.flush()) {
-            tracing::warn!("access log write failed: {e}");
+        if !batch.is_empty() {
+            let w = sink.writer();
+            if let Err(e) = w.write_all(batch.as_bytes()).and_then(|()| w.flush()) {
+                tracing::warn!("access log write failed: {e}");
+            }
+            batch.clear();
         }
-        batch.clear();
+        if !open {
+            return;
+        }
+        if batch.capacity() > 1024 * 1024 {
+            batch = String::new(); // a burst's buffer is not kept
+        }
+        std::thread::sleep(POLL);
     }
 }
 
@@ -225,10 +239,9 @@ fn write_lines(rx: Receiver<String>, mut sink: Sink, reopen: Arc<AtomicBool>) {
 pub fn combined(e: &Entry<'_>, now: SystemTime) -> String {
     let mut s = String::with_capacity(256);
     match e.client {
-        Some(ip) => write!(s, "{ip}"),
-        None => write!(s, "-"),
-    }
-    .ok();
+        Some(ip) => write!(s, "{ip}").ok(),
+        None => Some(s.push('-')),
+    };
     s.push_str(" - - [");
     clf_time(&mut s, now);
     s.push_str("] \"");
@@ -237,28 +250,37 @@ pub fn combined(e: &Entry<'_>, now: SystemTime) -> String {
     escaped(&mut s, e.target);
     s.push(' ');
     escaped(&mut s, e.protocol);
-    write!(s, "\" {} {} \"", e.status, e.bytes).ok();
+    let mut n = itoa::Buffer::new();
+    s.push_str("\" ");
+    s.push_str(n.format(e.status));
+    s.push(' ');
+    s.push_str(n.format(e.bytes));
+    s.push_str(" \"");
     escaped(&mut s, e.referer.unwrap_or("-"));
     s.push_str("\" \"");
     escaped(&mut s, e.user_agent.unwrap_or("-"));
-    write!(s, "\" rt={:.3}", e.duration.as_secs_f64()).ok();
+    s.push_str("\" rt=");
+    millis(&mut s, e.duration);
+    s.push_str(" ttfb=");
     match e.ttfb {
-        Some(t) => write!(s, " ttfb={:.3}", t.as_secs_f64()),
-        None => write!(s, " ttfb=-"),
+        Some(t) => millis(&mut s, t),
+        None => s.push('-'),
     }
-    .ok();
     let quoted = [
         ("origin", e.origin),
         ("cache", e.cache),
         ("rid", e.request_id),
         ("xff", e.forwarded_for),
     ];
-    if let Some(n) = e.attempts {
-        write!(s, " attempts={n}").ok();
+    if let Some(a) = e.attempts {
+        s.push_str(" attempts=");
+        s.push_str(n.format(a));
     }
     for (k, v) in quoted {
         if let Some(v) = v {
-            write!(s, " {k}=\"").ok();
+            s.push(' ');
+            s.push_str(k);
+            s.push_str("=\"");
             escaped(&mut s, v);
             s.push('"');
         }
@@ -281,6 +303,19 @@ pub fn json(e: &Entry<'_>, now: SystemTime) -> String {
     let mut line = serde_json::to_string(&Line { time, entry: e }).unwrap_or_default();
     line.push('\n');
     line
+}
+
+/// Seconds with three decimals (`0.012`), by integer arithmetic (cheaper
+/// than formatting a float).
+fn millis(out: &mut String, d: Duration) {
+    let ms = d.as_millis();
+    let mut n = itoa::Buffer::new();
+    out.push_str(n.format(ms / 1000));
+    out.push('.');
+    let frac = (ms % 1000) as u16;
+    out.push(char::from(b'0' + (frac / 100) as u8));
+    out.push(char::from(b'0' + (frac / 10 % 10) as u8));
+    out.push(char::from(b'0' + (frac % 10) as u8));
 }
 
 /// `28/Nov/2026:21:40:05 +0000`, formatted once per second per thread.
@@ -309,11 +344,16 @@ fn clf_time(out: &mut String, now: SystemTime) {
 /// Appends `text` with `"`, `\` and non-printable bytes escaped as `\xHH`
 /// (nginx's escaping), so a line stays one line and its quotes hold.
 fn escaped(out: &mut String, text: &str) {
+    let plain = |b: u8| b != b'"' && b != b'\\' && (0x20..0x7f).contains(&b);
+    if text.bytes().all(plain) {
+        out.push_str(text); // the usual case
+        return;
+    }
     for b in text.bytes() {
-        if b == b'"' || b == b'\\' || !(0x20..0x7f).contains(&b) {
-            write!(out, "\\x{b:02X}").ok();
-        } else {
+        if plain(b) {
             out.push(b as char);
+        } else {
+            write!(out, "\\x{b:02X}").ok();
         }
     }
 }
