@@ -4,7 +4,7 @@ CARGO ?= cargo
 MEDIA ?= media
 
 .PHONY: help run build sample deps web-deps e2e-deps test test-local test-k8s test-docker lint prometheus \
-	up down logs ps scale bench-origin bench-proxy bench-instructions bench-policies bench-streams clean
+	up down logs ps scale bench-origin bench-proxy bench-instructions bench-policies bench-streams bench-tls clean
 
 # Containers: `docker compose` (v2) where it exists, else `docker-compose` (v1.29).
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
@@ -90,6 +90,10 @@ bench-instructions: build ## instructions per small request under callgrind, cdn
 	@scripts/ensure-packages.sh valgrind:valgrind curl:curl
 	$(CARGO) build --release --example bare_pingora
 	@bench/instructions.sh
+
+bench-tls: build ## HTTPS termination: cdn-proxy (rustls) vs nginx vs HAProxy with the same certificate, HTTP/1.1 scenarios and HTTP/2 small requests (h2load)
+	@scripts/ensure-packages.sh nginx:nginx-light haproxy:haproxy wrk:wrk curl:curl h2load:nghttp2-client
+	@bench/tls.sh
 
 bench-policies: build sample ## every selection policy vs nginx/HAProxy least-conn under open-loop load with one origin degraded (table + plot in bench/results/policies)
 	@scripts/ensure-packages.sh nginx:nginx-light haproxy:haproxy curl:curl python3:python3

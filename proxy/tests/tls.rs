@@ -215,6 +215,33 @@ async fn certificates_are_picked_by_sni_and_swapped_on_sighup_mid_download() {
         std::fs::metadata(&body).ok().filter(|m| m.len() > 0)
     });
 
+    // Load through the reload: new handshakes for a.test, trusting the old
+    // and the new authority, one request each; none may fail.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (stop, a, a2) = (stop.clone(), a.clone(), a2.clone());
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let (mut ok, mut failed) = (0u32, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let mut conn = tls_connect_to(port, "a.test", &[&a, &a2]).await;
+                let sent = conn
+                    .write_all(
+                        b"GET /healthz HTTP/1.1\r\nhost: a.test\r\nconnection: close\r\n\r\n",
+                    )
+                    .await;
+                let mut got = Vec::new();
+                let read = conn.read_to_end(&mut got).await;
+                if sent.is_ok() && read.is_ok() && got.starts_with(b"HTTP/1.1 200") {
+                    ok += 1;
+                } else {
+                    failed.push(String::from_utf8_lossy(&got).into_owned());
+                }
+            }
+            (ok, failed)
+        })
+    };
+
     sections.insert("tls", tls_section(port, &[&a2, &b]));
     let (public, admin) = (edge.server.addr.port(), edge.admin.port());
     std::fs::write(&edge.cdn_yaml, render(public, admin, &sections)).unwrap();
@@ -229,6 +256,15 @@ async fn certificates_are_picked_by_sni_and_swapped_on_sighup_mid_download() {
     );
     get("b.test", &b).expect("b.test unchanged");
 
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = load.await.unwrap();
+    assert!(
+        failed.is_empty(),
+        "{} requests failed: {failed:?}",
+        failed.len()
+    );
+    assert!(ok > 5, "only {ok} requests during the reload");
+
     let status = tokio::task::spawn_blocking(move || slow.wait())
         .await
         .unwrap()
@@ -239,11 +275,22 @@ async fn certificates_are_picked_by_sni_and_swapped_on_sighup_mid_download() {
 
 /// A TLS connection (HTTP/1.1 by ALPN) to `port` trusting the CA in `dir`.
 async fn tls_connect(port: u16, dir: &Path) -> pingora::tls::TlsStream<tokio::net::TcpStream> {
+    tls_connect_to(port, "localhost", &[dir]).await
+}
+
+/// A TLS connection to `port` for `name` (SNI) trusting the CAs in `dirs`.
+async fn tls_connect_to(
+    port: u16,
+    name: &str,
+    dirs: &[&Path],
+) -> pingora::tls::TlsStream<tokio::net::TcpStream> {
     use pingora::tls::{ClientConfig, RootCertStore, ServerName, TlsConnector};
     pingora::tls::install_default_crypto_provider();
     let mut roots = RootCertStore::empty();
-    pingora::tls::load_ca_file_into_store(dir.join("ca.pem").to_str().unwrap(), &mut roots)
-        .unwrap();
+    for dir in dirs {
+        pingora::tls::load_ca_file_into_store(dir.join("ca.pem").to_str().unwrap(), &mut roots)
+            .unwrap();
+    }
     let mut config = ClientConfig::builder()
         .with_root_certificates(roots)
         .with_no_client_auth();
@@ -251,7 +298,7 @@ async fn tls_connect(port: u16, dir: &Path) -> pingora::tls::TlsStream<tokio::ne
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .unwrap();
-    let name = ServerName::try_from("localhost").unwrap();
+    let name = ServerName::try_from(name.to_string()).unwrap();
     let tls = TlsConnector::from(std::sync::Arc::new(config))
         .connect(name, tcp)
         .await

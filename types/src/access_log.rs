@@ -213,7 +213,9 @@ fn write_lines(rx: Receiver<String>, mut sink: Sink, reopen: Arc<AtomicBool>) {
                 let _ = f.flush();
                 match append(path) {
                     Ok(new) => *f = std::io::BufWriter::new(new),
-                    Err(e) => tracing::error!(path = %path.display(), "cannot reopen the access log: {e}"),
+                    Err(e) => {
+                        tracing::error!(path = %path.display(), "cannot reopen the access log: {e}")
+                    }
                 }
             }
         }
