@@ -241,9 +241,11 @@ fn write_lines(rx: Receiver<String>, mut sink: Sink, reopen: Arc<AtomicBool>) {
 pub fn combined(e: &Entry<'_>, now: SystemTime) -> String {
     let mut s = String::with_capacity(256);
     match e.client {
-        Some(ip) => write!(s, "{ip}").ok(),
-        None => Some(s.push('-')),
-    };
+        Some(ip) => {
+            write!(s, "{ip}").ok();
+        }
+        None => s.push('-'),
+    }
     s.push_str(" - - [");
     clf_time(&mut s, now);
     s.push_str("] \"");
