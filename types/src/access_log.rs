@@ -247,7 +247,7 @@ pub fn combined(e: &Entry<'_>, now: SystemTime) -> String {
         None => s.push('-'),
     }
     s.push_str(" - - [");
-    clf_time(&mut s, now);
+    cached_second(&mut s, now, Clock::Clf);
     s.push_str("] \"");
     escaped(&mut s, e.method);
     s.push(' ');
@@ -301,9 +301,8 @@ pub fn json(e: &Entry<'_>, now: SystemTime) -> String {
         #[serde(flatten)]
         entry: &'a Entry<'a>,
     }
-    let time = time::OffsetDateTime::from(now)
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default();
+    let mut time = String::with_capacity(20);
+    cached_second(&mut time, now, Clock::Iso);
     let mut line = serde_json::to_string(&Line { time, entry: e }).unwrap_or_default();
     line.push('\n');
     line
@@ -322,26 +321,43 @@ fn millis(out: &mut String, d: Duration) {
     out.push(char::from(b'0' + (frac % 10) as u8));
 }
 
-/// `28/Nov/2026:21:40:05 +0000`, formatted once per second per thread.
-fn clf_time(out: &mut String, now: SystemTime) {
+/// How a line's time is written.
+#[derive(Clone, Copy, PartialEq)]
+enum Clock {
+    /// `28/Nov/2026:21:40:05 +0000` (combined).
+    Clf,
+    /// `2026-11-28T21:40:05Z` (JSON; RFC 3339, whole seconds as nginx's `$time_iso8601`).
+    Iso,
+}
+
+/// Appends `now` as `clock` says, formatted once per second per thread.
+fn cached_second(out: &mut String, now: SystemTime, clock: Clock) {
     use std::cell::RefCell;
     thread_local! {
-        static LAST: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+        static LAST: RefCell<[(u64, String); 2]> = const {
+            RefCell::new([(u64::MAX, String::new()), (u64::MAX, String::new())])
+        };
     }
     let secs = now
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     LAST.with(|last| {
         let mut last = last.borrow_mut();
-        if last.0 != secs {
-            let f = time::macros::format_description!(
-                "[day]/[month repr:short]/[year]:[hour]:[minute]:[second] +0000"
-            );
+        let slot = &mut last[clock as usize];
+        if slot.0 != secs {
             let t = time::OffsetDateTime::from_unix_timestamp(secs as i64)
                 .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-            *last = (secs, t.format(&f).unwrap_or_default());
+            let text = match clock {
+                Clock::Clf => t.format(time::macros::format_description!(
+                    "[day]/[month repr:short]/[year]:[hour]:[minute]:[second] +0000"
+                )),
+                Clock::Iso => t.format(time::macros::format_description!(
+                    "[year]-[month]-[day]T[hour]:[minute]:[second]Z"
+                )),
+            };
+            *slot = (secs, text.unwrap_or_default());
         }
-        out.push_str(&last.1);
+        out.push_str(&slot.1);
     });
 }
 
