@@ -4,6 +4,9 @@
 //! - `GET /origins`: JSON list
 //! - `POST /origins/{ip:port}/drain`, `POST /origins/{ip:port}/undrain`
 //! - `POST /origins/{ip:port}/capacity` with `{"capacity": 2.0}` (`null` returns to the config's)
+//!
+//! With `admin_auth` set, every request needs `Authorization: Bearer <token>`
+//! (compared in constant time), else `401`.
 
 use crate::origins::{Origin, Registry, State};
 use async_trait::async_trait;
@@ -18,6 +21,20 @@ use std::sync::Arc;
 pub struct Admin {
     /// Every origin.
     pub registry: Arc<Registry>,
+    /// The live config (its token).
+    pub config: Arc<arc_swap::ArcSwap<crate::config::Config>>,
+}
+
+/// Whether `req` carries `token` as its bearer token.
+fn authorized(req: &pingora::http::RequestHeader, token: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    let Some(given) = (req.headers.get(http::header::AUTHORIZATION))
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    given.trim().as_bytes().ct_eq(token.as_bytes()).into()
 }
 
 #[derive(Serialize)]
@@ -82,6 +99,19 @@ fn json(value: &impl Serialize) -> Response<Vec<u8>> {
 
 impl Admin {
     async fn route(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        if let Some(token) = &self.config.load().admin_auth.token {
+            if !authorized(session.req_header(), token) {
+                let mut r = text(
+                    StatusCode::UNAUTHORIZED,
+                    "send Authorization: Bearer <admin token>",
+                );
+                r.headers_mut().insert(
+                    http::header::WWW_AUTHENTICATE,
+                    http::HeaderValue::from_static("Bearer realm=\"cdn-proxy admin\""),
+                );
+                return r;
+            }
+        }
         let method = session.req_header().method.clone();
         let path = session.req_header().uri.path().to_string();
         if path == "/origins" {

@@ -159,6 +159,12 @@ fn run(args: Args, config: config::Config) -> anyhow::Result<()> {
     let mut server = Server::new(Some(args.pingora))?;
     server.bootstrap();
 
+    if !config.admin_listen.ip().is_loopback() && config.admin_auth.token.is_none() {
+        tracing::warn!(
+            admin_listen = %config.admin_listen,
+            "the admin API is reachable from other hosts without a token; set admin_auth.token_file or admin_auth.token_env"
+        );
+    }
     let listen = config.listen.clone();
     let tls_listeners = config.tls.clone();
     let h2c = config.h2c;
@@ -245,6 +251,7 @@ fn run(args: Args, config: config::Config) -> anyhow::Result<()> {
         "admin".to_string(),
         pingora::apps::http_app::HttpServer::new_app(admin::Admin {
             registry: registry.clone(),
+            config: config.clone(),
         }),
     );
     admin.add_tcp(&admin_listen.to_string());

@@ -51,6 +51,8 @@ impl Config {
         let config = Self::parse(&text, &file)?;
         config.check_addresses_resolve(&file)?;
         config.check_certificates(&file)?;
+        let mut config = config;
+        config.admin_auth.token = config.admin_auth.read_token(&file)?;
         Ok(config)
     }
 
@@ -121,6 +123,36 @@ impl Config {
             }
         }
         Ok(())
+    }
+}
+
+impl AdminAuth {
+    /// The token from its file or variable (none when neither is set);
+    /// refused when unreadable, unset or shorter than 16 characters.
+    fn read_token(&self, file: &str) -> Result<Option<String>, ConfigError> {
+        let (key, read) = match (&self.token_file, &self.token_env) {
+            (Some(path), _) => (
+                "admin_auth.token_file",
+                std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display())),
+            ),
+            (None, Some(var)) => (
+                "admin_auth.token_env",
+                std::env::var(var).map_err(|_| format!("the environment has no {var}")),
+            ),
+            (None, None) => return Ok(None),
+        };
+        let fail = |message: String| ConfigError {
+            file: file.into(),
+            key: key.into(),
+            message,
+        };
+        let token = read.map_err(fail)?.trim().to_string();
+        if token.len() < 16 || !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(fail(
+                "the token must be at least 16 visible ASCII characters, e.g. from `openssl rand -hex 24`".into(),
+            ));
+        }
+        Ok(Some(token))
     }
 }
 

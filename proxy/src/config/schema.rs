@@ -27,6 +27,8 @@ pub struct Config {
     pub drain_period: Duration,
     /// Operator listener (origins, drain, capacity); loopback by default.
     pub admin_listen: SocketAddr,
+    /// The admin API's bearer token (required off loopback).
+    pub admin_auth: AdminAuth,
     /// Size of the read buffer under each client connection, on every
     /// public listener; 0 (the default): none. Every open connection holds
     /// one, idle keep-alive ones included. Request headers are read whole
@@ -82,6 +84,20 @@ pub struct Config {
     pub media: Media,
     /// The dashboard sidecar.
     pub dashboard: Dashboard,
+}
+
+/// Where the admin API's bearer token comes from (`admin.rs`); at most one.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminAuth {
+    /// A file holding the token (a Docker or Kubernetes secret; surrounding
+    /// whitespace ignored).
+    pub token_file: Option<std::path::PathBuf>,
+    /// An environment variable holding it.
+    pub token_env: Option<String>,
+    /// The token, read when the file is loaded; none: no authentication.
+    #[serde(skip)]
+    pub token: Option<String>,
 }
 
 /// The access log (`access_log.rs`).
@@ -368,6 +384,7 @@ impl Default for Config {
             redirect_to_https: false,
             drain_period: Duration::ZERO,
             admin_listen: "127.0.0.1:8081".parse().expect("literal"),
+            admin_auth: AdminAuth::default(),
             client_read_buffer: 0,
             client_header_timeout: Duration::from_secs(10),
             client_max_header: 64 * 1024,

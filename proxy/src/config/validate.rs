@@ -85,6 +85,13 @@ pub(super) fn check(c: &Config) -> Result<(), (String, String)> {
             );
         }
     }
+    let auth = &c.admin_auth;
+    if auth.token_file.is_some() && auth.token_env.is_some() {
+        return err(
+            "admin_auth",
+            "give token_file or token_env, not both".into(),
+        );
+    }
     if c.redirect_to_https && c.tls.is_empty() {
         return err(
             "redirect_to_https",
