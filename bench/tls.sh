@@ -82,8 +82,7 @@ http {
         keepalive_requests 100000;
     }
     server {
-        listen 127.0.0.1:18481 ssl backlog=4096;
-        http2 on;
+        listen 127.0.0.1:18481 ssl http2 backlog=4096;
         ssl_certificate $D/tls/cert.pem;
         ssl_certificate_key $D/tls/key.pem;
         ssl_protocols TLSv1.2 TLSv1.3;

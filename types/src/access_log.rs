@@ -295,15 +295,17 @@ pub fn combined(e: &Entry<'_>, now: SystemTime) -> String {
 
 /// A JSON line: the entry's fields and `time` (RFC 3339, UTC).
 pub fn json(e: &Entry<'_>, now: SystemTime) -> String {
-    #[derive(Serialize)]
-    struct Line<'a> {
-        time: String,
-        #[serde(flatten)]
-        entry: &'a Entry<'a>,
+    // `time` first, then the entry's own fields: spliced rather than
+    // `#[serde(flatten)]`, which buffers every field through a map.
+    let fields = serde_json::to_string(e).unwrap_or_else(|_| "{}".into());
+    let mut line = String::with_capacity(fields.len() + 40);
+    line.push_str("{\"time\":\"");
+    cached_second(&mut line, now, Clock::Iso);
+    line.push('"');
+    if fields.len() > 2 {
+        line.push(',');
     }
-    let mut time = String::with_capacity(20);
-    cached_second(&mut time, now, Clock::Iso);
-    let mut line = serde_json::to_string(&Line { time, entry: e }).unwrap_or_default();
+    line.push_str(&fields[1..]);
     line.push('\n');
     line
 }
