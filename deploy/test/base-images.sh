@@ -4,7 +4,7 @@
 # toolchains, and tagged cdn-test/*. Images that already exist are kept.
 #
 #   cdn-test/debian:bookworm   debootstrap --variant=minbase bookworm (stands in for debian:bookworm-slim)
-#   cdn-test/build:latest      the above + gcc, make and the host's Rust and Node (stands in for rust:1.95-bookworm and node:20-bookworm-slim)
+#   cdn-test/build:latest      the above + gcc, make and the host's Rust and Node (stands in for rust:1.95-bookworm and node:24-bookworm-slim)
 #   cdn-test/prometheus:latest the above + Debian's prometheus package (stands in for prom/prometheus)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
