@@ -18,6 +18,12 @@
 
 mod page;
 
+/// Request header by which the proxy says where it serves the page (its
+/// `endpoints.dashboard`) when that is not `/dashboard`.
+pub const BASE_HEADER: &str = "x-dashboard-base";
+/// Request header by which the proxy says where it serves the WebSocket.
+pub const SOCKET_HEADER: &str = "x-dashboard-socket";
+
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use http::{header, Method, Request, Response, StatusCode};
@@ -216,7 +222,16 @@ impl Hub {
             "/ws" => self.upgrade(req),
             "/dashboard" | "/dashboard/" => {
                 let index = self.settings.web_root.join("index.html");
-                page::file(&index, req.headers(), Caching::Revalidate).await
+                let told = |name| {
+                    let v = req.headers().get(name)?.to_str().ok()?;
+                    page::is_plain_path(v).then_some(v)
+                };
+                match (told(BASE_HEADER), told(SOCKET_HEADER)) {
+                    (Some(base), Some(socket)) if base != "/dashboard" || socket != "/ws" => {
+                        page::index_at(&index, base, socket).await
+                    }
+                    _ => page::file(&index, req.headers(), Caching::Revalidate).await,
+                }
             }
             "/dashboard/vendor/chart.umd.js" => {
                 page::file(&self.settings.chart_js, req.headers(), Caching::Pinned).await

@@ -111,9 +111,62 @@ pub async fn file(path: &Path, request: &HeaderMap, caching: Caching) -> Respons
     r
 }
 
+/// Whether `path` is `/` then letters, digits and `-_./` only (safe to
+/// write into the page as it is).
+pub fn is_plain_path(path: &str) -> bool {
+    path.starts_with('/')
+        && path
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/-_.".contains(&b))
+}
+
+/// The page with its own paths moved: files under `base` instead of
+/// `/dashboard`, the WebSocket at `socket` instead of `/ws`. Not cached
+/// (the paths are the proxy's config, which a reload may change).
+pub async fn index_at(index: &Path, base: &str, socket: &str) -> Response<Full<Bytes>> {
+    let Ok(html) = tokio::fs::read_to_string(index).await else {
+        tracing::warn!(path = %index.display(), "dashboard page missing");
+        return reply(StatusCode::NOT_FOUND, "text/plain", "not found\n");
+    };
+    let html = html
+        .replace("\"/dashboard/", &format!("\"{base}/"))
+        .replace("data-socket=\"/ws\"", &format!("data-socket=\"{socket}\""));
+    let mut r = Response::new(Full::new(Bytes::from(html)));
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    r
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_page_can_be_served_under_other_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = dir.path().join("index.html");
+        std::fs::write(
+            &index,
+            "<link href=\"/dashboard/style.css\"><body data-socket=\"/ws\">",
+        )
+        .unwrap();
+        let r = index_at(&index, "/ops/dash", "/ops/ws").await;
+        let body = http_body_util::BodyExt::collect(r.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        assert_eq!(
+            std::str::from_utf8(&body).unwrap(),
+            "<link href=\"/ops/dash/style.css\"><body data-socket=\"/ops/ws\">"
+        );
+        assert!(is_plain_path("/ops/dash-1"));
+        assert!(!is_plain_path("/x\"><script>"));
+        assert!(!is_plain_path("ops"));
+    }
 
     #[tokio::test]
     async fn types_etags_and_not_modified() {

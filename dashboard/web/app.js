@@ -153,7 +153,9 @@ function setConn(text) {
 
 let backoff = 1000;
 function connect() {
-  const ws = new WebSocket(`${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`);
+  // The proxy may serve the socket elsewhere (endpoints.dashboard_socket); the page says where.
+  const path = document.body.dataset.socket || '/ws';
+  const ws = new WebSocket(`${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}${path}`);
   ws.onopen = () => { setConn('live'); backoff = 1000; };
   ws.onmessage = (ev) => { try { onFrame(JSON.parse(ev.data)); } catch (e) { console.error('bad frame', e); } };
   ws.onclose = () => {

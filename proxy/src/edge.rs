@@ -302,6 +302,37 @@ impl ProxyHttp for Edge {
         Ok(Box::new(peer))
     }
 
+    /// The dashboard sidecar serves its page under `/dashboard` and is told
+    /// where the proxy put it (`endpoints.dashboard`, `.dashboard_socket`)
+    /// to write those paths into the page.
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream_request: &mut pingora::http::RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if !ctx.to_dashboard {
+            return Ok(());
+        }
+        let e = &ctx.config.endpoints;
+        if e.dashboard != "/dashboard" {
+            let pq = upstream_request
+                .uri
+                .path_and_query()
+                .map_or("/", |p| p.as_str());
+            let rest = pq.strip_prefix(e.dashboard.as_str()).unwrap_or(pq);
+            let uri = format!("/dashboard{rest}");
+            upstream_request.set_uri(
+                uri.parse()
+                    .or_err(ErrorType::InvalidHTTPHeader, "dashboard path")?,
+            );
+        }
+        upstream_request.insert_header(cdn_dashboard::BASE_HEADER, e.dashboard.as_str())?;
+        upstream_request
+            .insert_header(cdn_dashboard::SOCKET_HEADER, e.dashboard_socket.as_str())?;
+        Ok(())
+    }
+
     /// Time to first byte is the origin's time: the clock starts once
     /// connected, and so does the deadline for the whole response header.
     async fn connected_to_upstream(

@@ -18,9 +18,9 @@ pub enum Route {
     Metrics,
     /// `endpoints.prometheus`: the Prometheus text.
     Prometheus,
-    /// `/dashboard` and its files, proxied to the dashboard sidecar.
+    /// `endpoints.dashboard` (`/dashboard`) and its files, proxied to the dashboard sidecar.
     Dashboard,
-    /// `/ws`: the dashboard's WebSocket, answered by the proxy itself.
+    /// `endpoints.dashboard_socket` (`/ws`): the dashboard's WebSocket, answered by the proxy itself.
     DashboardSocket,
     /// No route: 404.
     NotFound,
@@ -41,11 +41,11 @@ impl Route {
             return Route::Prometheus;
         }
         if cfg.dashboard.enabled {
-            match path {
-                "/ws" => return Route::DashboardSocket,
-                "/dashboard" => return Route::Dashboard,
-                p if p.starts_with("/dashboard/") => return Route::Dashboard,
-                _ => {}
+            if !e.dashboard_socket.is_empty() && path == e.dashboard_socket {
+                return Route::DashboardSocket;
+            }
+            if !e.dashboard.is_empty() && covers(&e.dashboard, path) {
+                return Route::Dashboard;
             }
         }
         // Longest prefix first (sorted when the file is read).
@@ -101,8 +101,7 @@ mod tests {
     fn the_longest_prefix_wins_and_endpoints_move_or_go() {
         let c = cfg(concat!(
             "routes:\n  - {prefix: /videos}\n  - {prefix: /videos/live/, media: false}\n",
-            "endpoints: {metrics: /_edge/metrics, prometheus: \"\"}\n",
-            "dashboard: {enabled: false}\n"
+            "endpoints: {metrics: /_edge/metrics, prometheus: \"\", dashboard: /_edge/dash}\n",
         ));
         for (path, route) in [
             ("/videos", Route::Origin { media: true }),
@@ -114,6 +113,10 @@ mod tests {
             ("/_edge/metrics", Route::Metrics),
             ("/prometheus", Route::NotFound),
             ("/dashboard", Route::NotFound),
+            ("/_edge/dash", Route::Dashboard),
+            ("/_edge/dash/app.js", Route::Dashboard),
+            ("/_edge/dashx", Route::NotFound),
+            ("/ws", Route::DashboardSocket),
             ("/healthz", Route::Healthz),
         ] {
             assert_eq!(Route::of(path, &c), route, "{path}");

@@ -111,7 +111,11 @@ fn bad_configs_are_refused_with_file_key_and_fix() {
         ),
         (
             format!("{o}endpoints: {{metrics: /healthz}}\n"),
-            "FILE: endpoints.metrics: \"/healthz\" must start with `/` and differ from the other endpoints",
+            "FILE: endpoints.metrics: \"/healthz\" must be a plain path",
+        ),
+        (
+            format!("{o}endpoints: {{healthz: /dashboard/health}}\n"),
+            "FILE: endpoints.healthz: \"/dashboard/health\" must be a plain path",
         ),
         ("listen: [\n".to_string(), "FILE: "),
     ];

@@ -138,3 +138,57 @@ async fn refusals_and_freed_client_slots() {
     assert_eq!(page.status(), 200);
     assert!(page.text().await.unwrap().contains("<canvas"));
 }
+
+/// `endpoints.dashboard` and `.dashboard_socket` move the page, its files and
+/// its socket; the page is told where; the old paths go to the origins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_and_its_socket_can_move() {
+    let media = MediaFixture::new().unwrap();
+    let origins = start_origins(&media, 1);
+    let mut sections = default_sections(&[origins[0].addr]);
+    let web_root = concat!(env!("CARGO_MANIFEST_DIR"), "/../dashboard/web");
+    sections.insert(
+        "dashboard",
+        format!(
+            "{{listen: 127.0.0.1:{}, interval: 100ms, web_root: {web_root}}}",
+            testkit::reserve_port()
+        ),
+    );
+    sections.insert(
+        "endpoints",
+        "{dashboard: /_edge/dashboard, dashboard_socket: /_edge/live}".into(),
+    );
+    let edge = start_proxy(&sections, 1).await;
+    let http = client();
+    let page = http
+        .get(format!("{}/_edge/dashboard", edge.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(html.contains("\"/_edge/dashboard/app.js\""), "{html}");
+    assert!(html.contains("data-socket=\"/_edge/live\""), "{html}");
+    assert!(!html.contains("\"/dashboard/"), "{html}");
+    let js = http
+        .get(format!("{}/_edge/dashboard/app.js", edge.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(js.status(), 200);
+    assert!(js.text().await.unwrap().contains("dataset.socket"));
+    let (mut ws, resp) =
+        tokio_tungstenite::connect_async(format!("ws://{}/_edge/live", edge.server.addr))
+            .await
+            .unwrap();
+    assert_eq!(resp.status(), 101);
+    assert!(matches!(next(&mut ws).await, Some(Ok(Message::Text(_)))));
+    // The seed's paths are no longer the dashboard's: they reach the origin.
+    let old = http
+        .get(format!("{}/dashboard", edge.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(old.status(), 404);
+    assert!(old.headers().contains_key("x-served-by"));
+}

@@ -134,6 +134,11 @@ pub struct Endpoints {
     pub metrics: String,
     /// The Prometheus text.
     pub prometheus: String,
+    /// The dashboard page and its files (this path and under it), when
+    /// `dashboard.enabled`.
+    pub dashboard: String,
+    /// The dashboard's WebSocket, when `dashboard.enabled`.
+    pub dashboard_socket: String,
 }
 
 impl Default for Endpoints {
@@ -142,6 +147,8 @@ impl Default for Endpoints {
             healthz: "/healthz".into(),
             metrics: "/metrics".into(),
             prometheus: "/prometheus".into(),
+            dashboard: "/dashboard".into(),
+            dashboard_socket: "/ws".into(),
         }
     }
 }

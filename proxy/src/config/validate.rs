@@ -67,23 +67,36 @@ pub(super) fn check(c: &Config) -> Result<(), (String, String)> {
         }
     }
     let e = &c.endpoints;
-    let mut paths = HashSet::new();
+    let mut paths: Vec<(&str, &str)> = Vec::new();
     for (key, path) in [
         ("healthz", &e.healthz),
         ("metrics", &e.metrics),
         ("prometheus", &e.prometheus),
+        ("dashboard", &e.dashboard),
+        ("dashboard_socket", &e.dashboard_socket),
     ] {
         if path.is_empty() {
             continue;
         }
-        let reserved = c.dashboard.enabled
-            && (path == "/ws" || path == "/dashboard" || path.starts_with("/dashboard/"));
-        if !path.starts_with('/') || reserved || !paths.insert(path.as_str()) {
+        // Plain path characters only: the dashboard's paths are written into its page.
+        let plain = path.len() > 1
+            && path.starts_with('/')
+            && !path.ends_with('/')
+            && path
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"/-_.".contains(&b));
+        // The dashboard's files lie under its path: nothing else may.
+        let under_dashboard = key != "dashboard"
+            && !e.dashboard.is_empty()
+            && path.starts_with(&format!("{}/", e.dashboard));
+        let taken = paths.iter().any(|(_, p)| *p == path.as_str());
+        if !plain || under_dashboard || taken {
             return err(
                 &format!("endpoints.{key}"),
-                format!("{path:?} must start with `/` and differ from the other endpoints, /dashboard and /ws; or \"\" to switch it off"),
+                format!("{path:?} must be a plain path (`/` then letters, digits, `-_./`, no `/` at the end) that no other endpoint uses or lies under; or \"\" to switch it off"),
             );
         }
+        paths.push((key, path.as_str()));
     }
     let auth = &c.admin_auth;
     if auth.token_file.is_some() && auth.token_env.is_some() {
