@@ -114,7 +114,7 @@ impl Metrics {
         }
         // process_cpu_seconds_total, process_resident_memory_bytes, open fds, ...
         registry.register(Box::new(
-            prometheus::process_collector::ProcessCollector::for_self(),
+            cdn_types::process_metrics::ProcessMetrics::for_self(),
         ))?;
         Ok(Metrics {
             registry,

@@ -79,6 +79,8 @@ pub struct Ctx {
     to_dashboard: bool,
     /// The current attempt's deadline for its origin's whole response header.
     header_deadline: Option<HeaderDeadline>,
+    /// The proxy's own endpoint that answers this request, for its counter.
+    local: Option<&'static str>,
     /// When the request arrived.
     started: Instant,
     /// When the plain path's response header arrived from the origin.
@@ -140,6 +142,14 @@ impl Edge {
     /// Answers a request for one of the proxy's own endpoints. Returns
     /// `Ok(false)` only for the dashboard page, which is proxied on.
     async fn local(&self, route: Route, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        ctx.local = Some(match route {
+            Route::Healthz => "healthz",
+            Route::Metrics => "metrics",
+            Route::Prometheus => "prometheus",
+            Route::Dashboard => "dashboard",
+            Route::DashboardSocket => "dashboard_socket",
+            Route::Origin { .. } | Route::NotFound => "not_found",
+        });
         let method = &session.req_header().method;
         if method != http::Method::GET && method != http::Method::HEAD {
             let allow = [("allow", "GET, HEAD")];
@@ -202,6 +212,7 @@ impl ProxyHttp for Edge {
             header_deadline: None,
             last_failure: None,
             to_dashboard: false,
+            local: None,
             started: Instant::now(),
             header_at: None,
             media: crate::media::Report::default(),
@@ -220,6 +231,7 @@ impl ProxyHttp for Edge {
         if let Route::Origin { .. } = route {
             let cfg = &ctx.config;
             if cfg.redirect_to_https && !is_tls(session) {
+                ctx.local = Some("https_redirect");
                 let port = cfg.tls.first().map_or(443, |t| t.listen.port());
                 return match crate::https_redirect::location(session.req_header(), port) {
                     Some(to) => text(session, 308, "moved to https\n", &[("location", &to)]).await,
@@ -228,6 +240,7 @@ impl ProxyHttp for Edge {
                 .map(|()| true);
             }
             if cors::is_preflight(session.req_header(), &ctx.config.cors) {
+                ctx.local = Some("cors_preflight");
                 let answer = cors::preflight_answer(session.req_header(), &ctx.config.cors)?;
                 session
                     .write_response_header(Box::new(answer), true)
@@ -513,6 +526,8 @@ impl ProxyHttp for Edge {
         if status == 0 {
             // No answer was written: the client left first. Not a 5xx.
             self.metrics.client_closed.inc();
+        } else if let Some(endpoint) = ctx.local {
+            self.metrics.count_local(endpoint, status);
         } else {
             if ctx.no_origin {
                 self.metrics.count_unrouted(status);

@@ -83,7 +83,7 @@ impl BackgroundService for Reloader {
                     }
                     self.config.store(Arc::new(new));
                     self.rediscover.notify_one();
-                    self.metrics.reloads_applied.inc();
+                    self.metrics.reload_applied();
                     tracing::info!(file = %self.path.display(), "configuration reloaded");
                 }
                 Err(e) => {

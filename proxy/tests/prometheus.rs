@@ -48,6 +48,37 @@ async fn prometheus_text_parses_and_has_the_promised_series() {
         })
         .sum();
     assert_eq!(total, 20.0);
+    // The edge's own answers have their counter (the scrapes above are in it).
+    let value = |name: &str, labels: &[(&str, &str)]| {
+        (scrape.samples.iter())
+            .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(v)))
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => f64::NAN,
+            })
+            .unwrap_or_else(|| panic!("{name}{labels:?} missing"))
+    };
+    assert!(
+        value(
+            "cdn_local_responses_total",
+            &[("endpoint", "metrics"), ("code", "2xx")]
+        ) >= 1.0
+    );
+    assert_eq!(
+        value("cdn_build_info", &[("version", env!("CARGO_PKG_VERSION"))]),
+        1.0
+    );
+    let loaded = value("cdn_config_last_reload_success_timestamp_seconds", &[]);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(loaded > now - 600.0 && loaded <= now, "{loaded}");
+    // CPU time with its fraction (the crate's own collector counted whole seconds).
+    let cpu = value("process_cpu_seconds_total", &[]);
+    assert!(cpu > 0.0 && cpu.fract() != 0.0, "{cpu}");
     // No per-path labels.
     assert!(!scrape
         .samples

@@ -14,6 +14,7 @@ pub mod clock;
 pub mod healthcheck;
 pub mod logging;
 pub mod own_process;
+pub mod process_metrics;
 pub mod range;
 pub mod status;
 

@@ -31,6 +31,12 @@ pub struct Metrics {
     pub client_closed: IntCounter,
     /// `cdn_access_log_dropped_total`: lines dropped because the writer fell behind.
     pub access_log_dropped: IntCounter,
+    /// `cdn_config_last_reload_success_timestamp_seconds`: when the running
+    /// config was loaded (at start, then each applied reload).
+    pub reload_success_time: prometheus::Gauge,
+    /// `cdn_local_responses_total{endpoint,code}`: answers of the proxy's own
+    /// (endpoints, 404 outside every route, redirects, preflights).
+    pub local_responses: prometheus::IntCounterVec,
     /// `cdn_config_reloads_total{result="applied"}`.
     pub reloads_applied: IntCounter,
     /// `cdn_config_reloads_total{result="refused"}`: invalid files, the old config kept.
@@ -59,6 +65,8 @@ pub struct Metrics {
 impl Metrics {
     /// Registers the counters and the per-origin collector in the default registry.
     pub fn new(registry: Arc<Registry>, ratings: Arc<Ratings>) -> prometheus::Result<Self> {
+        // process_cpu_seconds_total to the nanosecond, not in whole seconds.
+        cdn_types::process_metrics::ProcessMetrics::replace_default()?;
         let unrouted = Arc::new(<[AtomicU64; 5]>::default());
         let collector = OriginCollector::new(registry, ratings, unrouted.clone());
         prometheus::register(Box::new(collector))?;
@@ -67,7 +75,24 @@ impl Metrics {
             "Configuration reloads (SIGHUP), applied or refused.",
             &["result"]
         )?;
+        let build = prometheus::register_int_gauge_vec!(
+            "cdn_build_info",
+            "1, with the build's version.",
+            &["version"]
+        )?;
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        let reload_success_time = prometheus::register_gauge!(
+            "cdn_config_last_reload_success_timestamp_seconds",
+            "When the running configuration was loaded: at start, then at each applied reload."
+        )?;
+        reload_success_time.set(unix_now());
         Ok(Metrics {
+            reload_success_time,
+            local_responses: prometheus::register_int_counter_vec!(
+                "cdn_local_responses_total",
+                "Answers the proxy gave itself, by endpoint and status class (not in cdn_requests_total).",
+                &["endpoint", "code"]
+            )?,
             reloads_applied: reloads.with_label_values(&["applied"]),
             reloads_refused: reloads.with_label_values(&["refused"]),
             retries: register_int_counter!(
@@ -114,6 +139,20 @@ impl Metrics {
             total_bytes: AtomicU64::new(0),
             unrouted,
         })
+    }
+
+    /// A reload was applied now.
+    pub fn reload_applied(&self) {
+        self.reloads_applied.inc();
+        self.reload_success_time.set(unix_now());
+    }
+
+    /// The proxy answered a request for `endpoint` itself with `status`.
+    pub fn count_local(&self, endpoint: &str, status: u16) {
+        let class = cdn_types::status::status_class(status);
+        self.local_responses
+            .with_label_values(&[endpoint, class])
+            .inc();
     }
 
     /// A request that reached no origin was answered `status`.
@@ -365,4 +404,11 @@ fn histogram(origin: &str, o: &Origin) -> Metric {
     let mut m = Metric::from_label(labels(&[("origin", origin)]));
     m.set_histogram(h);
     m
+}
+
+/// Seconds since the Unix epoch.
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
