@@ -47,8 +47,8 @@ test('Prometheus scrapes the proxy and every origin, all targets up', async () =
     return { ok: r.length === 1 && Number(r[0].value[1]) >= 20, value: Number(r[0]?.value[1]) };
   });
   assert.ok(proxied >= 20);
-  const up = await query('cdn_origin_up{state="up"}');
+  const up = await query('cdn_origin_up == 1');
   assert.equal(up.length, 2);
-  const originSeries = await query('origin_requests_total{class="2xx"}');
+  const originSeries = await query('origin_requests_total{code="2xx"}');
   assert.equal(originSeries.length, 2, 'both origins scraped');
 });

@@ -12,7 +12,7 @@ use prometheus::{
 /// Every series the origin exports.
 pub struct Metrics {
     registry: Registry,
-    /// `origin_requests_total{class}`, indexed by status class (1xx..5xx).
+    /// `origin_requests_total{code}`, indexed by status class (1xx..5xx).
     requests: [IntCounter; 5],
     /// `origin_response_bytes_total`: body bytes handed to connections.
     pub response_bytes: IntCounter,
@@ -30,7 +30,7 @@ pub struct Metrics {
     pub cpu_utilization: Gauge,
     /// `origin_memory_utilization_ratio{source}`.
     pub mem_utilization: Gauge,
-    /// `origin_requests_per_second`, the rate in the load report.
+    /// The request rate in the load report (not exported: rates are PromQL's job).
     pub rps: Gauge,
     cpu_source: Source,
     mem_source: Source,
@@ -45,7 +45,7 @@ impl Metrics {
                 "origin_requests_total",
                 "Requests answered, by status class.",
             ),
-            &["class"],
+            &["code"],
         )?;
         registry.register(Box::new(requests_vec.clone()))?;
         let requests = STATUS_CLASSES.map(|c| requests_vec.with_label_values(&[c]));
@@ -107,7 +107,6 @@ impl Metrics {
             Box::new(duration.clone()),
             Box::new(cpu_utilization.clone()),
             Box::new(mem_utilization.clone()),
-            Box::new(rps.clone()),
             Box::new(info),
         ] {
             registry.register(c)?;
@@ -182,7 +181,7 @@ mod tests {
         assert_eq!((r.active_streams, r.cpu_utilization), (3, 0.25));
         assert_eq!(r.mem_source, Source::Cgroup);
         let text = String::from_utf8(m.render()).unwrap();
-        assert!(text.contains("origin_requests_total{class=\"2xx\"} 2"));
+        assert!(text.contains("origin_requests_total{code=\"2xx\"} 2"));
         assert!(text.contains("origin_memory_utilization_ratio{source=\"cgroup\"}"));
     }
 }

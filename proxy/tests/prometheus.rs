@@ -34,7 +34,7 @@ async fn prometheus_text_parses_and_has_the_promised_series() {
             "{name}{{origin={o}}} missing"
         );
     }
-    assert!(has("cdn_origin_up", Some(("state", "up"))));
+    assert!(has("cdn_origin_up", Some(("origin", &o))));
     assert!(has("cdn_retries_total", None));
     assert!(has("cdn_ttfb_seconds_count", None), "TTFB histogram");
     assert!(has("cdn_response_bytes_total", None));
@@ -60,6 +60,19 @@ async fn prometheus_text_parses_and_has_the_promised_series() {
             })
             .unwrap_or_else(|| panic!("{name}{labels:?} missing"))
     };
+    // One state series per state, the current one at 1.
+    assert_eq!(
+        value("cdn_origin_state", &[("origin", &o), ("state", "up")]),
+        1.0
+    );
+    assert_eq!(
+        value("cdn_origin_state", &[("origin", &o), ("state", "down")]),
+        0.0
+    );
+    assert_eq!(
+        value("cdn_origin_state", &[("origin", &o), ("state", "draining")]),
+        0.0
+    );
     assert!(
         value(
             "cdn_local_responses_total",

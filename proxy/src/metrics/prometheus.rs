@@ -169,7 +169,7 @@ impl Metrics {
 }
 
 /// The names, help texts, types and label names of the per-origin families.
-const FAMILIES: [(&str, &str, MetricType, &[&str]); 12] = [
+const FAMILIES: [(&str, &str, MetricType, &[&str]); 13] = [
     (
         "cdn_requests_total",
         "Requests proxied, by origin and status class.",
@@ -209,6 +209,12 @@ const FAMILIES: [(&str, &str, MetricType, &[&str]); 12] = [
     (
         "cdn_origin_up",
         "1 if the origin takes traffic, else 0.",
+        MetricType::GAUGE,
+        &["origin"],
+    ),
+    (
+        "cdn_origin_state",
+        "1 for the state the origin is in (up, down, ejected, draining), 0 for the others.",
         MetricType::GAUGE,
         &["origin", "state"],
     ),
@@ -296,9 +302,22 @@ impl OriginCollector {
             }
             "cdn_active_streams" => vec![gauge(&[("origin", l)], o.inflight() as f64)],
             "cdn_origin_up" => {
-                let state = o.state();
-                let up = f64::from(u8::from(state == State::Up));
-                vec![gauge(&[("origin", l), ("state", state.name())], up)]
+                let up = f64::from(u8::from(o.state() == State::Up));
+                vec![gauge(&[("origin", l)], up)]
+            }
+            // Every state has its series, so a state change moves a 1
+            // rather than starting a new series (an enum, as kube-state-metrics does).
+            "cdn_origin_state" => {
+                let now = o.state();
+                State::ALL
+                    .iter()
+                    .map(|s| {
+                        gauge(
+                            &[("origin", l), ("state", s.name())],
+                            f64::from(u8::from(*s == now)),
+                        )
+                    })
+                    .collect()
             }
             "cdn_origin_score" => {
                 vec![gauge(&[("origin", l)], rating().map_or(0.0, |r| r.score()))]

@@ -48,6 +48,9 @@ pub enum State {
 }
 
 impl State {
+    /// Every state, for `cdn_origin_state`.
+    pub const ALL: [State; 4] = [State::Up, State::Down, State::Ejected, State::Draining];
+
     /// The name used in labels and JSON.
     pub fn name(self) -> &'static str {
         match self {
