@@ -32,8 +32,9 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use page::{reply, Caching};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -55,6 +56,9 @@ pub struct Settings {
     pub history: usize,
     /// Most clients at once; more get `503`.
     pub max_clients: usize,
+    /// Most clients at once from one address; more get `429` (one viewer
+    /// cannot take every slot).
+    pub max_clients_per_ip: usize,
     /// A send slower than this closes the client.
     pub send_timeout: Duration,
     /// Times a client may fall behind (dropping frames) before it is closed.
@@ -71,6 +75,7 @@ impl Default for Settings {
             interval: Duration::from_secs(1),
             history: 300,
             max_clients: 64,
+            max_clients_per_ip: 8,
             send_timeout: Duration::from_secs(5),
             max_lag: 3,
             web_root: "dashboard/web".into(),
@@ -87,7 +92,27 @@ const MAX_CLIENT_FRAME: usize = 4096;
 /// to answer with, and the client slot it holds until the client goes.
 pub struct Admission {
     accept: String,
-    permit: OwnedSemaphorePermit,
+    // Both slots are held (not read) until the client goes.
+    _permit: OwnedSemaphorePermit,
+    _address_slot: Option<AddressSlot>,
+}
+
+/// One client counted against its address until it goes.
+struct AddressSlot {
+    counts: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = counts.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.ip);
+            }
+        }
+    }
 }
 
 impl Admission {
@@ -104,6 +129,8 @@ pub enum Refusal {
     NotWebSocket,
     /// `max_clients` are connected: `503`.
     Full,
+    /// `max_clients_per_ip` are connected from this address: `429`.
+    TooManyFromAddress,
 }
 
 impl Refusal {
@@ -112,6 +139,7 @@ impl Refusal {
         match self {
             Refusal::NotWebSocket => StatusCode::BAD_REQUEST,
             Refusal::Full => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::TooManyFromAddress => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -120,6 +148,7 @@ impl Refusal {
         match self {
             Refusal::NotWebSocket => "expected a WebSocket upgrade\n",
             Refusal::Full => "too many dashboard clients\n",
+            Refusal::TooManyFromAddress => "too many dashboard clients from this address\n",
         }
     }
 }
@@ -134,6 +163,8 @@ pub struct Hub {
     history: Mutex<VecDeque<Utf8Bytes>>,
     tx: broadcast::Sender<Utf8Bytes>,
     clients: Arc<Semaphore>,
+    /// Clients connected now, by address.
+    per_address: Arc<Mutex<HashMap<IpAddr, usize>>>,
 }
 
 impl Hub {
@@ -142,6 +173,7 @@ impl Hub {
         let (tx, _) = broadcast::channel(16);
         Arc::new(Hub {
             clients: Arc::new(Semaphore::new(settings.max_clients)),
+            per_address: Arc::default(),
             history: Mutex::new(VecDeque::with_capacity(settings.history)),
             settings,
             tx,
@@ -256,7 +288,11 @@ impl Hub {
     /// Checks a WebSocket upgrade request (RFC 6455, section 4.2.1) and takes
     /// a client slot for it. Used by this crate's own listener and by a proxy
     /// that completes the handshake on its own connection.
-    pub fn admit(&self, headers: &http::HeaderMap) -> Result<Admission, Refusal> {
+    pub fn admit(
+        &self,
+        headers: &http::HeaderMap,
+        client: Option<IpAddr>,
+    ) -> Result<Admission, Refusal> {
         let wants_ws = headers
             .get(header::UPGRADE)
             .and_then(|v| v.to_str().ok())
@@ -266,12 +302,34 @@ impl Hub {
             .filter(|_| wants_ws)
             .map(|k| derive_accept_key(k.as_bytes()))
             .ok_or(Refusal::NotWebSocket)?;
+        let address_slot = match client {
+            Some(ip) => Some(self.take_address_slot(ip)?),
+            None => None,
+        };
         let permit = self
             .clients
             .clone()
             .try_acquire_owned()
             .map_err(|_| Refusal::Full)?;
-        Ok(Admission { accept, permit })
+        Ok(Admission {
+            accept,
+            _permit: permit,
+            _address_slot: address_slot,
+        })
+    }
+
+    /// Counts one more client from `ip`, unless it has its share already.
+    fn take_address_slot(&self, ip: IpAddr) -> Result<AddressSlot, Refusal> {
+        let mut counts = self.per_address.lock().unwrap_or_else(|p| p.into_inner());
+        let n = counts.entry(ip).or_insert(0);
+        if *n >= self.settings.max_clients_per_ip {
+            return Err(Refusal::TooManyFromAddress);
+        }
+        *n += 1;
+        Ok(AddressSlot {
+            counts: self.per_address.clone(),
+            ip,
+        })
     }
 
     /// Serves one admitted client on `io`, the connection after the `101`.
@@ -287,12 +345,13 @@ impl Hub {
             .max_frame_size(Some(MAX_CLIENT_FRAME))
             .max_message_size(Some(MAX_CLIENT_FRAME));
         let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(limits)).await;
-        self.client(ws, admission.permit).await;
+        // The admission (its slots) lives as long as the client.
+        self.client(ws, admission).await;
     }
 
     /// Answers a WebSocket upgrade on this crate's own listener.
     fn upgrade(self: Arc<Self>, mut req: Request<Incoming>) -> Response<Full<Bytes>> {
-        let admission = match self.admit(req.headers()) {
+        let admission = match self.admit(req.headers(), None) {
             Ok(a) => a,
             Err(refusal) => {
                 return reply(refusal.status(), "text/plain", refusal.message());
@@ -324,7 +383,7 @@ impl Hub {
     }
 
     /// One client: history first, then live frames, until it goes, lags or misbehaves.
-    async fn client<S>(self: Arc<Self>, ws: WebSocketStream<S>, _permit: OwnedSemaphorePermit)
+    async fn client<S>(self: Arc<Self>, ws: WebSocketStream<S>, _admission: Admission)
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {

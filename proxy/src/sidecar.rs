@@ -17,6 +17,7 @@ pub fn hub(c: &Dashboard) -> Arc<Hub> {
         interval: c.interval,
         history: c.history,
         max_clients: c.max_clients,
+        max_clients_per_ip: c.max_clients_per_ip,
         web_root: c.web_root.clone(),
         chart_js: c.chart_js.clone(),
         ..Settings::default()

@@ -23,13 +23,17 @@ const DUPLEX_BUFFER: usize = 64 * 1024;
 
 /// Checks a `/ws` request and takes a client slot for it, or says what to
 /// answer instead: `400` not a WebSocket upgrade (or not HTTP/1.1), `503`
-/// too many clients.
+/// too many clients, `429` too many from the client's address.
 pub fn admit(session: &Session, hub: &Hub) -> Result<Admission, (u16, &'static str)> {
     if session.as_downstream().is_http2() {
         // RFC 8441 (WebSocket over HTTP/2) is not offered.
         return Err((400, "the WebSocket needs HTTP/1.1\n"));
     }
-    hub.admit(&session.req_header().headers)
+    let client = session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip());
+    hub.admit(&session.req_header().headers, client)
         .map_err(|r| (r.status().as_u16(), r.message()))
 }
 

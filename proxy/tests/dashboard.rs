@@ -192,3 +192,48 @@ async fn the_dashboard_and_its_socket_can_move() {
     assert_eq!(old.status(), 404);
     assert!(old.headers().contains_key("x-served-by"));
 }
+
+/// One address cannot take every dashboard slot: past
+/// `dashboard.max_clients_per_ip` it gets `429`, while another address still
+/// gets in, and a client that goes gives its address the slot back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_cannot_take_every_slot() {
+    let media = MediaFixture::new().unwrap();
+    let origins = start_origins(&media, 1);
+    let mut sections = default_sections(&[origins[0].addr]);
+    let web_root = concat!(env!("CARGO_MANIFEST_DIR"), "/../dashboard/web");
+    sections.insert(
+        "dashboard",
+        format!(
+            "{{listen: 127.0.0.1:{}, max_clients: 8, max_clients_per_ip: 2, web_root: {web_root}}}",
+            testkit::reserve_port()
+        ),
+    );
+    let edge = start_proxy(&sections, 1).await;
+    let url = ws_url(&edge);
+    // A WebSocket from a given loopback source address.
+    let from = |source: &'static str| {
+        let (url, addr) = (url.clone(), edge.server.addr);
+        async move {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+            let tcp = socket.connect(addr).await.unwrap();
+            tokio_tungstenite::client_async(url, tcp).await
+        }
+    };
+    let (first, _) = from("127.0.0.1").await.unwrap();
+    let (_second, _) = from("127.0.0.1").await.unwrap();
+    match from("127.0.0.1").await {
+        Err(tungstenite::Error::Http(r)) => assert_eq!(r.status(), 429),
+        other => panic!("a third client from one address: {other:?}"),
+    }
+    let (_other, resp) = from("127.0.0.2").await.expect("another address gets in");
+    assert_eq!(resp.status(), 101);
+    drop(first);
+    testkit::wait_until(
+        "the address's slot back",
+        Duration::from_secs(10),
+        || async { from("127.0.0.1").await.ok() },
+    )
+    .await;
+}

@@ -281,6 +281,8 @@ pub struct Dashboard {
     pub history: usize,
     /// Most dashboard clients at once.
     pub max_clients: usize,
+    /// Most dashboard clients at once from one address (`429` past it).
+    pub max_clients_per_ip: usize,
     /// Folder with the page (index.html, app.js, style.css).
     pub web_root: std::path::PathBuf,
     /// Chart.js's UMD build, from the npm package installed in dashboard/.
@@ -297,6 +299,7 @@ impl Default for Dashboard {
             interval: s.interval,
             history: s.history,
             max_clients: s.max_clients,
+            max_clients_per_ip: s.max_clients_per_ip,
             web_root: s.web_root,
             chart_js: s.chart_js,
         }
