@@ -57,6 +57,12 @@ pub struct Args {
     #[arg(long)]
     pub fault_admin: bool,
 
+    /// A file holding a bearer token for `/admin/faults`: with it, the admin
+    /// answers any address that sends `Authorization: Bearer <token>` (and
+    /// nothing else); without it, loopback only.
+    #[arg(long, value_name = "FILE", requires = "fault_admin")]
+    pub fault_admin_token_file: Option<PathBuf>,
+
     /// Access log: off, combined (nginx's format, our fields appended) or json.
     #[arg(long, value_name = "FORMAT", default_value = "off")]
     pub access_log: cdn_types::access_log::Format,

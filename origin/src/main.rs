@@ -100,6 +100,18 @@ async fn run(args: cli::Args) -> anyhow::Result<()> {
     if let Some(log) = access_log.clone() {
         tokio::spawn(reopen_on_sigusr1(log));
     }
+    let fault_admin_token = match &args.fault_admin_token_file {
+        Some(path) => {
+            let token = std::fs::read_to_string(path)
+                .with_context(|| format!("--fault-admin-token-file {}", path.display()))?;
+            let token = token.trim().to_string();
+            if token.len() < 16 || !token.bytes().all(|b| b.is_ascii_graphic()) {
+                bail!("--fault-admin-token-file {}: the token must be at least 16 visible ASCII characters (e.g. `openssl rand -hex 24`)", path.display());
+            }
+            Some(token)
+        }
+        None => None,
+    };
     let app = Arc::new(routes::App {
         media,
         default_file: args.default_file.clone(),
@@ -111,6 +123,7 @@ async fn run(args: cli::Args) -> anyhow::Result<()> {
         media_cache_control: cache_control(args.max_age),
         manifest_cache_control: cache_control(args.manifest_max_age),
         access_log,
+        fault_admin_token,
     });
 
     let listener = TcpListener::bind(args.listen)

@@ -44,6 +44,8 @@ pub struct App {
     pub manifest_cache_control: HeaderValue,
     /// The access log, when on.
     pub access_log: Option<Arc<cdn_types::access_log::AccessLog>>,
+    /// The bearer token `/admin/faults` wants, when given.
+    pub fault_admin_token: Option<String>,
 }
 
 /// Marks a response whose body accounts for itself (a file stream).

@@ -219,3 +219,40 @@ async fn cpu_burn_shows_in_cpu_utilization() {
     }
     assert!(seen <= 0.2, "burn stopped but cpu stays at {seen}");
 }
+
+#[tokio::test]
+async fn with_a_token_the_fault_admin_wants_it() {
+    let media = MediaFixture::new().unwrap();
+    let secrets = tempfile::tempdir().unwrap();
+    let token = secrets.path().join("token");
+    std::fs::write(&token, "fault-admin-token-0123456789\n").unwrap();
+    let o = start_origin(
+        &media,
+        &[
+            "--fault-admin",
+            "--fault-admin-token-file",
+            token.to_str().unwrap(),
+        ],
+    );
+    let http = client();
+    let url = format!("{}/admin/faults", o.url());
+    let r = http.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 401, "loopback alone is not enough with a token");
+    assert!(r.headers().contains_key("www-authenticate"));
+    let wrong = http
+        .get(&url)
+        .bearer_auth("fault-admin-token-x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    let right = http
+        .post(&url)
+        .bearer_auth("fault-admin-token-0123456789")
+        .body(r#"{"latency_ms": 1}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(right.status(), 200);
+    assert!(right.text().await.unwrap().contains("\"latency_ms\":1"));
+}
