@@ -95,6 +95,44 @@ class Workloads(unittest.TestCase):
                     self.assertEqual(set(c["resources"][bound]), {"cpu", "memory"}, f"{where} {bound}")
                 self.assertFalse(c["securityContext"]["allowPrivilegeEscalation"], where)
 
+    def test_every_pod_meets_pod_security_restricted(self):
+        # The "restricted" profile of the Pod Security Standards, as its admission checks it.
+        allowed_volumes = {"configMap", "emptyDir", "persistentVolumeClaim", "secret", "projected", "downwardAPI"}
+        for d in [d for d in resources() if d["kind"] == "Deployment"]:
+            name = d["metadata"]["name"]
+            pod = d["spec"]["template"]["spec"]
+            for key in ("hostNetwork", "hostPID", "hostIPC"):
+                self.assertFalse(pod.get(key, False), f"{name} {key}")
+            pod_sc = pod.get("securityContext", {})
+            for v in pod.get("volumes", []):
+                kinds = set(v) - {"name"}
+                self.assertTrue(kinds <= allowed_volumes, f"{name} volume {v}")
+            for c in pod["containers"]:
+                where = f"{name}/{c['name']}"
+                sc = c.get("securityContext", {})
+                self.assertTrue(sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")), where)
+                seccomp = sc.get("seccompProfile", pod_sc.get("seccompProfile", {}))
+                self.assertIn(seccomp.get("type"), ("RuntimeDefault", "Localhost"), where)
+                self.assertIs(sc.get("allowPrivilegeEscalation"), False, where)
+                self.assertFalse(sc.get("privileged", False), where)
+                caps = sc.get("capabilities", {})
+                self.assertIn("ALL", caps.get("drop", []), where)
+                self.assertTrue(set(caps.get("add", [])) <= {"NET_BIND_SERVICE"}, where)
+
+    def test_disruption_budgets_spread_and_autoscaling(self):
+        for name, app in (("proxy", "cdn-proxy"), ("origin", "cdn-origin")):
+            pdb = find("PodDisruptionBudget", name)
+            self.assertEqual(pdb["spec"]["selector"]["matchLabels"], {"app.kubernetes.io/name": app})
+            pod = find("Deployment", name)["spec"]["template"]["spec"]
+            spread = pod["topologySpreadConstraints"][0]
+            self.assertEqual(spread["labelSelector"]["matchLabels"], {"app.kubernetes.io/name": app})
+        hpa = find("HorizontalPodAutoscaler", "proxy")["spec"]
+        self.assertEqual(hpa["scaleTargetRef"]["name"], "proxy")
+        self.assertGreaterEqual(hpa["minReplicas"], 2, "one pod can drain while another serves")
+        with open(os.path.join(K8S, "kustomization.yaml")) as fh:
+            listed = yaml.safe_load(fh)["resources"]
+        self.assertEqual(sorted(listed), sorted(os.path.basename(f) for f in manifests()))
+
     def test_origins_are_found_through_a_headless_service_by_proxy_and_prometheus(self):
         svc = find("Service", "origin")
         self.assertEqual(svc["spec"]["clusterIP"], "None", "headless: one A record per pod")
