@@ -252,13 +252,20 @@ impl ProxyHttp for Edge {
         match route {
             // Boxed, and only for media GETs: the media path's future is
             // large, and every request's filter future would carry (and copy) it.
-            Route::Origin { media: true } if self.media.takes(session, &ctx.config) => {
-                let served = self.media.serve(session, &ctx.config, &mut ctx.media);
+            Route::Origin { media: true, cache }
+                if self.media.takes(session, &ctx.config, cache) =>
+            {
+                let served = self
+                    .media
+                    .serve(session, &ctx.config, &mut ctx.media, cache);
                 match Box::pin(served).await {
                     Ok(Served::Done) => Ok(true),
                     Ok(Served::Proxy) => {
                         // The plain path answers after all: its figures go to the log.
-                        ctx.media = crate::media::Report::default();
+                        ctx.media = crate::media::Report {
+                            cache: ctx.media.cache,
+                            ..Default::default()
+                        };
                         self.budget.deposit(&ctx.config.retry);
                         Ok(false)
                     }
@@ -397,6 +404,9 @@ impl ProxyHttp for Edge {
         }
         if let (Some(o), Some(name)) = (&ctx.origin, &cfg.served_by_name) {
             resp.insert_header(name.clone(), o.label_header.clone())?;
+        }
+        if let (Some(status), Some(name)) = (ctx.media.cache, &cfg.cache_status_name) {
+            resp.insert_header(name.clone(), status.as_str())?;
         }
         if let Some(name) = &cfg.request_id_name {
             request_id::echo(resp, session.req_header(), name);

@@ -12,6 +12,7 @@ mod access_log;
 mod admin;
 mod allocator;
 mod atomic_f64;
+mod cache;
 mod clock;
 mod config;
 mod cors;
@@ -202,6 +203,22 @@ fn run(args: Args, config: config::Config) -> anyhow::Result<()> {
         })?
     };
 
+    let cache = match &config.load().cache.dir {
+        Some(dir) => {
+            let max = config.load().cache.max_size;
+            let cache = cache::Cache::open(dir, max).map_err(|e| {
+                anyhow::anyhow!(
+                    "cache.dir: cannot open {}: {e}; make it a writable folder",
+                    dir.display()
+                )
+            })?;
+            let cache = Arc::new(cache);
+            metrics::CacheCollector::register(cache.clone())?;
+            Some(cache)
+        }
+        None => None,
+    };
+
     let edge = edge::Edge {
         balancer: balancer.clone(),
         config: config.clone(),
@@ -211,12 +228,13 @@ fn run(args: Args, config: config::Config) -> anyhow::Result<()> {
         warmup: warmup.clone(),
         dashboard: hub.clone(),
         media: Arc::new(media::MediaPath {
-            fetcher: media::Fetcher {
+            fetcher: Arc::new(media::Fetcher {
                 balancer: balancer.clone(),
                 budget: budget.clone(),
                 metrics: metrics.clone(),
                 connector: pingora::connectors::TransportConnector::new(None),
-            },
+            }),
+            cache: cache.clone(),
             warmup: warmup.clone(),
             metrics: metrics.clone(),
         }),
@@ -291,6 +309,7 @@ fn run(args: Args, config: config::Config) -> anyhow::Result<()> {
         rediscover,
         metrics,
         certificates: Arc::new(certificates),
+        cache,
     };
 
     server.add_service(public);

@@ -29,6 +29,8 @@ pub struct Reloader {
     pub metrics: Arc<Metrics>,
     /// The HTTPS listeners' certificates, read again on each reload.
     pub certificates: Arc<crate::tls::Certificates>,
+    /// The slice cache, whose budget follows `cache.max_size`.
+    pub cache: Option<Arc<crate::cache::Cache>>,
 }
 
 #[async_trait]
@@ -80,6 +82,12 @@ impl BackgroundService for Reloader {
                     }
                     if new.access_log != old.access_log {
                         tracing::warn!("access_log changes need a restart; the rest is applied");
+                    }
+                    if new.cache.dir != old.cache.dir {
+                        tracing::warn!("cache.dir changes need a restart; the rest is applied");
+                    }
+                    if let Some(cache) = &self.cache {
+                        cache.set_budget(new.cache.max_size);
                     }
                     self.config.store(Arc::new(new));
                     self.rediscover.notify_one();

@@ -11,6 +11,8 @@ pub enum Route {
     Origin {
         /// Media GETs on this route are answered from slices.
         media: bool,
+        /// Media GETs on this route use the cache (when there is one).
+        cache: bool,
     },
     /// `endpoints.healthz`: the proxy's own liveness.
     Healthz,
@@ -55,6 +57,7 @@ impl Route {
             .find(|r| covers(&r.prefix, path))
             .map_or(Route::NotFound, |r: &OriginRoute| Route::Origin {
                 media: r.media,
+                cache: r.cache,
             })
     }
 }
@@ -80,7 +83,10 @@ mod tests {
     #[test]
     fn by_default_every_path_but_the_local_endpoints_goes_to_the_origins() {
         let c = cfg("");
-        let origin = Route::Origin { media: true };
+        let origin = Route::Origin {
+            media: true,
+            cache: true,
+        };
         for (path, route) in [
             ("/", origin),
             ("/videos/a/b.mp4", origin),
@@ -100,13 +106,23 @@ mod tests {
     #[test]
     fn the_longest_prefix_wins_and_endpoints_move_or_go() {
         let c = cfg(concat!(
-            "routes:\n  - {prefix: /videos}\n  - {prefix: /videos/live/, media: false}\n",
+            "routes:\n  - {prefix: /videos}\n  - {prefix: /videos/live/, media: false, cache: false}\n",
             "endpoints: {metrics: /_edge/metrics, prometheus: \"\", dashboard: /_edge/dash}\n",
         ));
+        let vod = Route::Origin {
+            media: true,
+            cache: true,
+        };
         for (path, route) in [
-            ("/videos", Route::Origin { media: true }),
-            ("/videos/a.mp4", Route::Origin { media: true }),
-            ("/videos/live/a.ts", Route::Origin { media: false }),
+            ("/videos", vod),
+            ("/videos/a.mp4", vod),
+            (
+                "/videos/live/a.ts",
+                Route::Origin {
+                    media: false,
+                    cache: false,
+                },
+            ),
             ("/videosx", Route::NotFound),
             ("/", Route::NotFound),
             ("/metrics", Route::NotFound),

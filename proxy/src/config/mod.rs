@@ -84,6 +84,8 @@ impl Config {
             .then(|| bytes::Bytes::from(config.served_by_header.clone()));
         // Checked by `validate::check` above.
         config.request_id_name = http::HeaderName::try_from(config.request_id_header.as_str()).ok();
+        config.cache_status_name =
+            http::HeaderName::try_from(config.cache.status_header.as_str()).ok();
         config.routes_by_length = (0..config.routes.len()).collect();
         (config.routes_by_length)
             .sort_by_key(|&i| std::cmp::Reverse(config.routes[i].prefix.len()));

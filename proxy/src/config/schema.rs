@@ -82,8 +82,37 @@ pub struct Config {
     pub timeouts: Timeouts,
     /// The media path: media GETs answered from slices fetched from origins.
     pub media: Media,
+    /// The slice cache on disk (`cache/`).
+    pub cache: CacheConfig,
+    /// `cache.status_header` parsed once when the file is read.
+    #[serde(skip)]
+    pub cache_status_name: Option<http::HeaderName>,
     /// The dashboard sidecar.
     pub dashboard: Dashboard,
+}
+
+/// The slice cache (`cache/`): slices of the media path stored on disk.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// The folder slices are stored in (created if missing); none: no
+    /// cache. Read at start: a new folder needs a restart.
+    pub dir: Option<std::path::PathBuf>,
+    /// Most bytes of slice files kept; the least recently used go first.
+    pub max_size: u64,
+    /// Response header telling what the cache did (`HIT`, `MISS`, ...);
+    /// empty: none.
+    pub status_header: String,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            dir: None,
+            max_size: 1024 * 1024 * 1024,
+            status_header: "X-Cache".into(),
+        }
+    }
 }
 
 /// Where the admin API's bearer token comes from (`admin.rs`); at most one.
@@ -121,6 +150,10 @@ pub struct OriginRoute {
     /// proxied as they are (live segments that change, say).
     #[serde(default = "yes")]
     pub media: bool,
+    /// Media GETs here are served from the cache and stored in it (when
+    /// `cache.dir` is set); off: always fetched.
+    #[serde(default = "yes")]
+    pub cache: bool,
 }
 
 /// Paths of the proxy's own endpoints; `""` switches one off (its path then
@@ -406,6 +439,7 @@ impl Default for Config {
             routes: vec![OriginRoute {
                 prefix: "/".into(),
                 media: true,
+                cache: true,
             }],
             routes_by_length: vec![0],
             endpoints: Endpoints::default(),
@@ -419,6 +453,8 @@ impl Default for Config {
             retry: Retry::default(),
             timeouts: Timeouts::default(),
             media: Media::default(),
+            cache: CacheConfig::default(),
+            cache_status_name: Some(http::HeaderName::from_static("x-cache")),
             dashboard: Dashboard::default(),
         }
     }

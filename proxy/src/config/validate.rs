@@ -303,6 +303,29 @@ pub(super) fn check(c: &Config) -> Result<(), (String, String)> {
     if c.discovery.interval.is_zero() {
         return err("discovery.interval", "must be above 0, e.g. 5s".into());
     }
+    // A budget under a few slices would evict what is being written.
+    if c.cache.dir.is_some() && c.cache.max_size < 4 * c.media.slice_size {
+        return err(
+            "cache.max_size",
+            format!(
+                "{} bytes is less than four slices ({} bytes each); give the cache at least {} bytes",
+                c.cache.max_size,
+                c.media.slice_size,
+                4 * c.media.slice_size
+            ),
+        );
+    }
+    if c.cache
+        .dir
+        .as_ref()
+        .is_some_and(|d| d.as_os_str().is_empty())
+    {
+        return err(
+            "cache.dir",
+            "is empty; name a folder (e.g. /var/cache/cdn) or leave the key out for no cache"
+                .into(),
+        );
+    }
     for (i, t) in c.forwarded.trusted_proxies.iter().enumerate() {
         if trusted_net(t).is_none() {
             return err(
@@ -327,6 +350,7 @@ pub(super) fn check(c: &Config) -> Result<(), (String, String)> {
     for (key, name) in [
         ("served_by_header", &c.served_by_header),
         ("request_id_header", &c.request_id_header),
+        ("cache.status_header", &c.cache.status_header),
     ] {
         if !name.is_empty() && http::HeaderName::try_from(name.as_str()).is_err() {
             return err(

@@ -7,11 +7,14 @@
 //! as it is (`origin_response.rs`).
 //!
 //! `slicing.rs` is the arithmetic, `object.rs` what the first slice fixes,
-//! `fetch.rs` one fetch from one origin, `stream.rs` the client's response.
+//! `fetch.rs` one fetch from one origin, `stream.rs` the client's response;
+//! with a cache, `cached.rs` answers from it and `fill.rs` fills it.
 //! Anything that is not a media GET, or that the origins do not answer with
 //! ranges, goes the plain Pingora proxy path unchanged.
 
+mod cached;
 mod fetch;
+mod fill;
 mod object;
 mod origin_response;
 mod pace;
@@ -40,7 +43,9 @@ const HOP_BY_HOP: [&str; 7] = [
 /// The media path: what it needs to fetch slices and count them.
 pub struct MediaPath {
     /// Fetches slices from origins.
-    pub fetcher: Fetcher,
+    pub fetcher: Arc<Fetcher>,
+    /// The slice cache, when `cache.dir` is set.
+    pub cache: Option<Arc<crate::cache::Cache>>,
     /// The first health-check round (streams arriving before it wait for it).
     pub warmup: Arc<Warmup>,
     /// Whole-proxy counters, the media ones included.

@@ -91,6 +91,24 @@ impl Object {
         Some((object, range))
     }
 
+    /// The object a cache entry holds.
+    pub fn from_entry(entry: &crate::cache::Entry) -> Object {
+        let value = |v: &Option<String>| v.as_deref().and_then(|v| HeaderValue::from_str(v).ok());
+        Object {
+            size: entry.meta.size,
+            etag: value(&entry.meta.etag),
+            last_modified: value(&entry.meta.last_modified),
+            headers: entry.headers.clone(),
+        }
+    }
+
+    /// The object's headers as name and value pairs, as the cache stores them.
+    pub fn header_pairs(&self) -> Vec<(String, String)> {
+        (self.headers.headers.iter())
+            .filter_map(|(n, v)| Some((n.as_str().to_string(), v.to_str().ok()?.to_string())))
+            .collect()
+    }
+
     /// The value for `If-Range` on later slices: the strong ETag, else the
     /// date. `None`: nothing can tell two versions apart.
     pub fn if_range(&self) -> Option<&HeaderValue> {

@@ -39,6 +39,8 @@ pub struct Report {
     pub origin: Option<Arc<crate::origins::Origin>>,
     /// Origins asked before the first slice answered.
     pub attempts: u32,
+    /// What the cache did, when there is one.
+    pub cache: Option<crate::cache::CacheStatus>,
 }
 
 /// Why the media path could not answer.
@@ -63,7 +65,30 @@ impl MediaPath {
     /// plain proxy path unanswered (not media, several ranges, or an origin
     /// whose first answer is not a 206 of the asked range).
     /// The caller has checked [`Self::takes`].
+    /// `cache_route`: the route lets the cache answer (when there is one).
     pub async fn serve(
+        &self,
+        session: &mut Session,
+        cfg: &Arc<Config>,
+        report: &mut Report,
+        cache_route: bool,
+    ) -> Result<Served, Failed> {
+        if let Some(cache) = &self.cache {
+            let req = session.req_header();
+            // A shared cache leaves authorized requests alone (RFC 9111 §3.5).
+            if cache_route && !req.headers.contains_key(http::header::AUTHORIZATION) {
+                return Box::pin(self.serve_cached(cache, session, cfg, report)).await;
+            }
+            report.cache = Some(crate::cache::CacheStatus::Bypass);
+        }
+        if session.req_header().method != http::Method::GET {
+            return Ok(Served::Proxy);
+        }
+        self.serve_fetched(session, cfg, report).await
+    }
+
+    /// Answers a media GET from slices fetched for it alone (no cache).
+    pub(super) async fn serve_fetched(
         &self,
         session: &mut Session,
         cfg: &Arc<Config>,
@@ -144,6 +169,7 @@ impl MediaPath {
             crate::request_id::echo(&mut header, session.req_header(), name);
         }
         crate::cors::decorate(&mut header, session.req_header(), &cfg.cors);
+        mark_cache(&mut header, cfg, report);
         session
             .write_response_header(Box::new(header), false)
             .await
@@ -153,14 +179,18 @@ impl MediaPath {
         self.metrics.media_streams.inc();
         let result = self.deliver(session, cfg, &object, want, pending).await;
         self.metrics.media_streams.dec();
-        result.map(|()| Served::Done)
+        result?;
+        Box::pin(finish(session)).await.map_err(Failed::Cut)?;
+        Ok(Served::Done)
     }
 
     /// Is this request for the media path: a GET without a body, of a path
-    /// with a media extension?
-    pub fn takes(&self, session: &Session, cfg: &Config) -> bool {
+    /// with a media extension? A HEAD too, when the cache answers it
+    /// (`cache_route`, and there is a cache).
+    pub fn takes(&self, session: &Session, cfg: &Config, cache_route: bool) -> bool {
         let req = session.req_header();
-        if !cfg.media.enabled || req.method != http::Method::GET {
+        let head = req.method == http::Method::HEAD && cache_route && self.cache.is_some();
+        if !cfg.media.enabled || !(req.method == http::Method::GET || head) {
             return false;
         }
         let has_body = req.headers.contains_key("content-length")
@@ -179,7 +209,8 @@ impl MediaPath {
 
     /// Writes `want` to the client, slice by slice, starting with `pending`
     /// (the first fetch, when it starts where the client's range does).
-    async fn deliver(
+    /// The caller ends the body.
+    pub(super) async fn deliver(
         &self,
         session: &mut Session,
         cfg: &Arc<Config>,
@@ -263,7 +294,7 @@ impl MediaPath {
                 }
             }
         }
-        Box::pin(finish(session)).await.map_err(Failed::Cut)
+        Ok(())
     }
 
     /// Passes a non-206 first answer (404, 304, 412, ...) on as it is.
@@ -287,6 +318,7 @@ impl MediaPath {
             crate::request_id::echo(&mut header, session.req_header(), name);
         }
         crate::cors::decorate(&mut header, session.req_header(), &cfg.cors);
+        mark_cache(&mut header, cfg, report);
         let no_body = matches!(resp.status.as_u16(), 204 | 304)
             || resp.headers.get("content-length").is_some_and(|v| v == "0");
         if header.headers.get("content-length").is_none() && !no_body {
@@ -361,8 +393,16 @@ async fn copy(
     Ok(())
 }
 
+/// Adds the cache's status header (`cache.status_header`), if the cache
+/// had a say.
+pub(super) fn mark_cache(header: &mut ResponseHeader, cfg: &Config, report: &Report) {
+    if let (Some(name), Some(status)) = (&cfg.cache_status_name, report.cache) {
+        let _ = header.insert_header(name.clone(), status.as_str());
+    }
+}
+
 /// Writes body bytes to the client: straight from the slice on HTTP/1.
-async fn write_body(session: &mut Session, bytes: &[u8]) -> pingora::Result<()> {
+pub(super) async fn write_body(session: &mut Session, bytes: &[u8]) -> pingora::Result<()> {
     match session.as_downstream_mut() {
         ServerSession::H1(s) => s.write_body(bytes).await.map(|_| ()),
         other => {
@@ -375,7 +415,7 @@ async fn write_body(session: &mut Session, bytes: &[u8]) -> pingora::Result<()> 
 }
 
 /// Ends the client's body (flushes; the length was announced).
-async fn finish(session: &mut Session) -> pingora::Result<()> {
+pub(super) async fn finish(session: &mut Session) -> pingora::Result<()> {
     match session.as_downstream_mut() {
         ServerSession::H1(s) => s.finish_body().await.map(|_| ()),
         other => other.finish_body().await,

@@ -5,5 +5,5 @@
 mod prometheus;
 mod snapshot;
 
-pub use self::prometheus::Metrics;
+pub use self::prometheus::{CacheCollector, Metrics};
 pub use snapshot::{Snapshot, Snapshotter};

@@ -53,6 +53,15 @@ pub struct Metrics {
     pub media_aborts: IntCounter,
     /// `cdn_media_broken_total`: streams cut because no origin could serve their next bytes.
     pub media_broken: IntCounter,
+    /// `cdn_cache_requests_total{status}`: media requests by what the cache
+    /// did, in the order of `CacheStatus::ALL`.
+    pub cache_requests: [IntCounter; 5],
+    /// `cdn_cache_client_bytes_total`: body bytes the cache path sent to clients.
+    pub cache_client_bytes: IntCounter,
+    /// `cdn_cache_fill_bytes_total`: body bytes fetched from origins into the cache.
+    pub cache_fill_bytes: IntCounter,
+    /// `cdn_cache_errors_total`: disk errors (the request was served without storing).
+    pub cache_errors: IntCounter,
     /// Requests answered by the proxy (all of them, local endpoints included).
     pub total_requests: AtomicU64,
     /// Response body bytes received from origins and sent on.
@@ -86,7 +95,27 @@ impl Metrics {
             "When the running configuration was loaded: at start, then at each applied reload."
         )?;
         reload_success_time.set(unix_now());
+        let cache_requests = register_int_counter_vec!(
+            "cdn_cache_requests_total",
+            "Media requests by what the cache did (the X-Cache value), while a cache is configured.",
+            &["status"]
+        )?;
+        let cache_requests =
+            crate::cache::CacheStatus::ALL.map(|s| cache_requests.with_label_values(&[s.as_str()]));
         Ok(Metrics {
+            cache_requests,
+            cache_client_bytes: register_int_counter!(
+                "cdn_cache_client_bytes_total",
+                "Body bytes sent to clients from the cache's files (hits, and followers of fills)."
+            )?,
+            cache_fill_bytes: register_int_counter!(
+                "cdn_cache_fill_bytes_total",
+                "Body bytes fetched from origins into the cache."
+            )?,
+            cache_errors: register_int_counter!(
+                "cdn_cache_errors_total",
+                "Cache disk errors; the requests were served without storing."
+            )?,
             reload_success_time,
             local_responses: prometheus::register_int_counter_vec!(
                 "cdn_local_responses_total",
@@ -165,6 +194,82 @@ impl Metrics {
         let mut out = Vec::with_capacity(16 * 1024);
         let _ = TextEncoder::new().encode(&prometheus::gather(), &mut out);
         out
+    }
+}
+
+/// The cache's size, read at scrape time.
+pub struct CacheCollector {
+    cache: Arc<crate::cache::Cache>,
+    descs: Vec<Desc>,
+}
+
+/// The cache's gauges and counters read from it: name, help, type.
+const CACHE_SERIES: [(&str, &str, MetricType); 5] = [
+    (
+        "cdn_cache_size_bytes",
+        "Bytes of slice files in the cache.",
+        MetricType::GAUGE,
+    ),
+    (
+        "cdn_cache_objects",
+        "Objects with at least one slice in the cache.",
+        MetricType::GAUGE,
+    ),
+    (
+        "cdn_cache_slices",
+        "Slices in the cache.",
+        MetricType::GAUGE,
+    ),
+    (
+        "cdn_cache_evictions_total",
+        "Slices evicted to keep the cache within cache.max_size.",
+        MetricType::COUNTER,
+    ),
+    (
+        "cdn_cache_fills",
+        "Slice fills from origins in flight.",
+        MetricType::GAUGE,
+    ),
+];
+
+impl CacheCollector {
+    /// Registers the cache's series in the default registry.
+    pub fn register(cache: Arc<crate::cache::Cache>) -> prometheus::Result<()> {
+        let descs = CACHE_SERIES
+            .iter()
+            .map(|(name, help, _)| {
+                Desc::new(name.to_string(), help.to_string(), vec![], HashMap::new())
+            })
+            .collect::<prometheus::Result<_>>()?;
+        prometheus::register(Box::new(CacheCollector { cache, descs }))
+    }
+}
+
+impl Collector for CacheCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let u = self.cache.usage();
+        let values = [u.bytes, u.objects, u.slices, u.evictions, u.fills];
+        CACHE_SERIES
+            .iter()
+            .zip(values)
+            .map(|((name, help, kind), v)| {
+                let mut f = MetricFamily::default();
+                f.set_name(name.to_string());
+                f.set_help(help.to_string());
+                f.set_field_type(*kind);
+                let m = if *kind == MetricType::COUNTER {
+                    counter(&[], v as f64)
+                } else {
+                    gauge(&[], v as f64)
+                };
+                f.set_metric(vec![m]);
+                f
+            })
+            .collect()
     }
 }
 

@@ -254,3 +254,98 @@ pub async fn spread(
     }
     (served, failed)
 }
+
+/// The range and conditional cases the media and cache tests compare with
+/// the origin: (file, request headers), for the clip of `size` bytes with
+/// its `etag` and `modified` date, around slices of `s` bytes.
+pub fn range_matrix(
+    etag: &str,
+    modified: &str,
+    size: usize,
+    s: usize,
+) -> Vec<(&'static str, Vec<(&'static str, String)>)> {
+    vec![
+        ("clip.mp4", vec![]),
+        ("clip.mp4", vec![("range", "bytes=0-".into())]),
+        ("clip.mp4", vec![("range", "bytes=0-0".into())]),
+        (
+            "clip.mp4",
+            vec![("range", format!("bytes={}-{}", s - 1, s))],
+        ),
+        (
+            "clip.mp4",
+            vec![("range", format!("bytes={}-{}", s, 2 * s - 1))],
+        ),
+        ("clip.mp4", vec![("range", "bytes=100000-300000".into())]),
+        ("clip.mp4", vec![("range", "bytes=-10".into())]),
+        ("clip.mp4", vec![("range", format!("bytes=-{}", s + 7))]),
+        ("clip.mp4", vec![("range", "bytes=-50000000".into())]),
+        ("clip.mp4", vec![("range", format!("bytes={}-", size - 1))]),
+        (
+            "clip.mp4",
+            vec![("range", format!("bytes={}-", 48 * s + 3))],
+        ),
+        ("clip.mp4", vec![("range", format!("bytes={size}-"))]),
+        ("clip.mp4", vec![("range", "bytes=0-9,70000-70009".into())]),
+        ("clip.mp4", vec![("range", "bytes=abc".into())]),
+        (
+            "clip.mp4",
+            vec![
+                ("range", "bytes=70000-".into()),
+                ("if-range", etag.to_string()),
+            ],
+        ),
+        (
+            "clip.mp4",
+            vec![
+                ("range", "bytes=70000-".into()),
+                ("if-range", "\"old\"".into()),
+            ],
+        ),
+        (
+            "clip.mp4",
+            vec![
+                ("range", "bytes=70000-80000".into()),
+                ("if-range", modified.to_string()),
+            ],
+        ),
+        (
+            "clip.mp4",
+            vec![
+                ("range", "bytes=70000-80000".into()),
+                ("if-range", "Mon, 01 Jan 2001 00:00:00 GMT".into()),
+            ],
+        ),
+        ("clip.mp4", vec![("if-none-match", etag.to_string())]),
+        (
+            "clip.mp4",
+            vec![
+                ("if-none-match", "\"other\"".into()),
+                ("range", "bytes=5-70000".into()),
+            ],
+        ),
+        ("clip.mp4", vec![("if-match", "\"other\"".into())]),
+        (
+            "clip.mp4",
+            vec![
+                ("if-match", etag.to_string()),
+                ("range", "bytes=65000-140000".into()),
+            ],
+        ),
+        (
+            "clip.mp4",
+            vec![("if-modified-since", "Fri, 01 Jan 2100 00:00:00 GMT".into())],
+        ),
+        (
+            "clip.mp4",
+            vec![(
+                "if-unmodified-since",
+                "Mon, 01 Jan 2001 00:00:00 GMT".into(),
+            )],
+        ),
+        ("empty.mp4", vec![]),
+        ("empty.mp4", vec![("range", "bytes=0-".into())]),
+        ("missing.mp4", vec![]),
+        ("sub/nested.mp4", vec![("range", "bytes=10-65545".into())]),
+    ]
+}

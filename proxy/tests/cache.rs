@@ -1,0 +1,356 @@
+//! The slice cache through the real binaries: answers from a cold and a
+//! warm cache are the origin's own, byte for byte; concurrent viewers of a
+//! cold video cost one origin fetch per slice (counted in the origin's
+//! access log); stale entries are revalidated (304) or replaced by a new
+//! version, never mixed with it; the cache survives a restart with its
+//! corrupt and truncated files discarded; it stays within its budget.
+
+mod common;
+use common::*;
+use std::path::Path;
+use std::time::Duration;
+
+/// Small slices, so the clip (3 MiB + 17) spans 49 of them.
+const SLICE: usize = 64 * 1024;
+
+/// The headers a client reads that must be the origin's own.
+const COMPARED: [&str; 7] = [
+    "content-range",
+    "content-length",
+    "content-type",
+    "etag",
+    "last-modified",
+    "accept-ranges",
+    "cache-control",
+];
+
+fn sections(
+    addrs: &[std::net::SocketAddr],
+    cache_dir: &Path,
+    max_size: usize,
+) -> std::collections::BTreeMap<&'static str, String> {
+    let mut s = default_sections(addrs);
+    s.insert("media", format!("{{slice_size: {SLICE}}}"));
+    s.insert(
+        "cache",
+        format!("{{dir: {}, max_size: {max_size}}}", cache_dir.display()),
+    );
+    s
+}
+
+/// A series' value from `/prometheus`, 0 if absent.
+async fn series(edge: &Edge, name: &str) -> f64 {
+    let text = prometheus_text(edge).await;
+    let line = text.lines().find(|l| l.split(' ').next() == Some(name));
+    line.and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// The origin's access log: how many requests for `target` it answered.
+/// A marker request sent to the origin directly is waited for first: the
+/// log is written in order, so every earlier request is in by then.
+async fn origin_requests(origin: &Server, log: &Path, target: &str) -> usize {
+    let marker = format!("/videos/marker-{}.mp4", fastrand::u64(..));
+    let _ = client()
+        .get(format!("{}{marker}", origin.url()))
+        .send()
+        .await
+        .unwrap();
+    let lines = testkit::wait_until(
+        "the origin logs the marker",
+        Duration::from_secs(10),
+        || async {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            text.contains(&marker).then_some(text)
+        },
+    )
+    .await;
+    lines
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| l["target"] == target)
+        .count()
+}
+
+/// An origin writing a JSON access log to `log`.
+fn logged_origin(media: &MediaFixture, log: &Path, extra: &[&str]) -> Server {
+    let mut args = vec![
+        "--access-log",
+        "json",
+        "--access-log-path",
+        log.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    start_origin_at(media, "127.0.0.1:0", &args)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_range_and_conditional_matrix_matches_the_origin_cold_and_warm() {
+    let media = MediaFixture::new().unwrap();
+    let origins = start_origins(&media, 2);
+    let addrs: Vec<_> = origins.iter().map(|o| o.addr).collect();
+    let cache = tempfile::tempdir().unwrap();
+    let edge = start_proxy(&sections(&addrs, cache.path(), 64 << 20), 2).await;
+    let http = client();
+    let size = media.clip.len();
+    let head = http
+        .head(format!("{}/videos/clip.mp4", origins[0].url()))
+        .send()
+        .await
+        .unwrap();
+    let etag = head.headers()["etag"].to_str().unwrap().to_string();
+    let modified = head.headers()["last-modified"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let cases = range_matrix(&etag, &modified, size, SLICE);
+    for round in ["cold", "warm"] {
+        for (file, headers) in &cases {
+            let get = |base: String| {
+                let mut req = http.get(format!("{base}/videos/{file}"));
+                for (k, v) in headers {
+                    req = req.header(*k, v.as_str());
+                }
+                req.send()
+            };
+            let want = get(origins[0].url()).await.unwrap();
+            let got = get(edge.url()).await.unwrap();
+            let what = format!("{round}: {file} {headers:?}");
+            assert_eq!(got.status(), want.status(), "{what}");
+            for h in COMPARED {
+                assert_eq!(got.headers().get(h), want.headers().get(h), "{what}: {h}");
+            }
+            let x_cache = got
+                .headers()
+                .get("x-cache")
+                .map(|v| v.to_str().unwrap().to_string());
+            let cached = *file == "clip.mp4" || *file == "sub/nested.mp4";
+            let several = headers.iter().any(|(k, v)| *k == "range" && v.contains(','));
+            if round == "warm" && cached && !several {
+                assert_eq!(x_cache.as_deref(), Some("HIT"), "{what}");
+            }
+            if !cached || several {
+                assert_eq!(x_cache.as_deref(), Some("BYPASS"), "{what}");
+            }
+            let (want, got) = (want.bytes().await.unwrap(), got.bytes().await.unwrap());
+            assert!(
+                want == got,
+                "{what}: body differs ({} vs {} bytes)",
+                got.len(),
+                want.len()
+            );
+        }
+    }
+    // HEAD from the cache: the GET's header, no body.
+    let r = http
+        .head(format!("{}/videos/clip.mp4", edge.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-cache"], "HIT");
+    assert_eq!(r.headers()["content-length"], size.to_string());
+    assert_eq!(r.headers()["etag"], etag.as_str());
+    assert!(r.bytes().await.unwrap().is_empty());
+    // Every slice of the clip was stored once, the nested file (one slice) too.
+    assert_eq!(series(&edge, "cdn_cache_slices").await, 49.0 + 1.0);
+    assert!(series(&edge, "cdn_cache_requests_total{status=\"HIT\"}").await >= 20.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_viewers_of_a_cold_video_cost_one_origin_fetch_per_slice() {
+    let media = MediaFixture::new().unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("origin.log");
+    // 4 MiB/s per origin response: the viewers overlap on every slice.
+    let origin = logged_origin(&media, &log, &["--fault-bandwidth", "4194304"]);
+    let cache = tempfile::tempdir().unwrap();
+    let edge = start_proxy(&sections(&[origin.addr], cache.path(), 64 << 20), 1).await;
+    let http = client();
+    let size = media.clip.len();
+    let viewers: Vec<_> = (0..20)
+        .map(|i| {
+            let (http, url) = (http.clone(), format!("{}/videos/clip.mp4", edge.url()));
+            // Half whole files, half ranges starting mid-slice.
+            let range = (i % 2 == 1).then(|| (1000 * i, size - 1 - 777 * i));
+            tokio::spawn(async move {
+                let mut req = http.get(url);
+                if let Some((a, b)) = range {
+                    req = req.header("range", format!("bytes={a}-{b}"));
+                }
+                let r = req.send().await.unwrap();
+                let status = r.headers()["x-cache"].to_str().unwrap().to_string();
+                (range, status, r.bytes().await.unwrap())
+            })
+        })
+        .collect();
+    for v in viewers {
+        let (range, _, bytes) = v.await.unwrap();
+        let (a, b) = range.unwrap_or((0, size - 1));
+        assert!(
+            bytes == media.clip[a..=b],
+            "{range:?}: not the origin's bytes"
+        );
+    }
+    let fetches = origin_requests(&origin, &log, "/videos/clip.mp4").await;
+    eprintln!("20 concurrent viewers, {fetches} origin requests for 49 slices");
+    assert_eq!(fetches, 49, "one origin fetch per slice");
+    let fill = series(&edge, "cdn_cache_fill_bytes_total").await;
+    assert_eq!(fill, size as f64, "the origins sent the clip once");
+    // Repeat views cost the origin nothing.
+    let r = http
+        .get(format!("{}/videos/clip.mp4", edge.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-cache"], "HIT");
+    assert!(r.bytes().await.unwrap() == media.clip);
+    assert_eq!(origin_requests(&origin, &log, "/videos/clip.mp4").await, 49);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_entries_are_revalidated_and_a_new_version_replaces_the_old() {
+    let media = MediaFixture::new().unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("origin.log");
+    // Fresh for one second.
+    let origin = logged_origin(&media, &log, &["--max-age", "1"]);
+    let cache = tempfile::tempdir().unwrap();
+    let edge = start_proxy(&sections(&[origin.addr], cache.path(), 64 << 20), 1).await;
+    let http = client();
+    let get = |range: &'static str| {
+        http.get(format!("{}/videos/clip.mp4", edge.url()))
+            .header("range", range)
+            .send()
+    };
+    let first = get("bytes=0-99").await.unwrap();
+    assert_eq!(first.headers()["x-cache"], "MISS");
+    let etag = first.headers()["etag"].clone();
+    assert_eq!(get("bytes=0-99").await.unwrap().headers()["x-cache"], "HIT");
+    // Once stale, the origin is asked whether it changed: it did not (304).
+    let status = testkit::wait_until("the entry goes stale", Duration::from_secs(10), || async {
+        let r = get("bytes=0-99").await.unwrap();
+        let s = r.headers()["x-cache"].to_str().unwrap().to_string();
+        (s != "HIT").then_some(s)
+    })
+    .await;
+    assert_eq!(status, "REVALIDATED");
+    // The file changes on the origin: a new ETag, new bytes.
+    let new_body: Vec<u8> = media.clip.iter().map(|b| b.wrapping_add(1)).collect();
+    let path = media.path().join("clip.mp4");
+    std::fs::write(&path, &new_body).unwrap();
+    // Once stale, the origin answers with the new version: the old
+    // slices go, the new bytes come.
+    let (status, r) = testkit::wait_until(
+        "the new version is fetched",
+        Duration::from_secs(10),
+        || async {
+            let r = get("bytes=0-99").await.unwrap();
+            let s = r.headers()["x-cache"].to_str().unwrap().to_string();
+            (s != "HIT").then_some((s, r))
+        },
+    )
+    .await;
+    assert_eq!(status, "EXPIRED");
+    assert_ne!(r.headers()["etag"], etag);
+    assert!(r.bytes().await.unwrap() == new_body[..100]);
+    let r = get("bytes=0-").await.unwrap();
+    assert_ne!(r.headers()["etag"], etag);
+    assert!(r.bytes().await.unwrap() == new_body, "only the new version");
+    let r = get("bytes=0-").await.unwrap();
+    assert_eq!(r.headers()["x-cache"], "HIT");
+    assert!(r.bytes().await.unwrap() == new_body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_keeps_the_cache_and_discards_corrupt_and_truncated_files() {
+    let media = MediaFixture::new().unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("origin.log");
+    let origin = logged_origin(&media, &log, &[]);
+    let cache = tempfile::tempdir().unwrap();
+    let s = sections(&[origin.addr], cache.path(), 64 << 20);
+    let http = client();
+    let url = |edge: &Edge| format!("{}/videos/clip.mp4", edge.url());
+    {
+        let edge = start_proxy(&s, 1).await;
+        let r = http.get(url(&edge)).send().await.unwrap();
+        assert_eq!(r.headers()["x-cache"], "MISS");
+        assert!(r.bytes().await.unwrap() == media.clip);
+    }
+    assert_eq!(origin_requests(&origin, &log, "/videos/clip.mp4").await, 49);
+    // Slice 3's body gets a flipped byte, slice 7 loses its last byte, and
+    // a half-written file is left behind.
+    let files: Vec<_> = walkdir::WalkDir::new(cache.path())
+        .into_iter()
+        .filter_map(Result::ok)
+        .map(|e| e.path().to_path_buf())
+        .collect();
+    let slice = |i: usize| {
+        files
+            .iter()
+            .find(|p| p.extension().is_some_and(|e| e == i.to_string().as_str()))
+            .unwrap_or_else(|| panic!("slice {i} on disk"))
+            .clone()
+    };
+    let mut bytes = std::fs::read(slice(3)).unwrap();
+    let n = bytes.len();
+    bytes[n - 100] ^= 0xff;
+    std::fs::write(slice(3), &bytes).unwrap();
+    let seven = std::fs::OpenOptions::new()
+        .write(true)
+        .open(slice(7))
+        .unwrap();
+    seven.set_len(seven.metadata().unwrap().len() - 1).unwrap();
+    let part = slice(9).with_extension("9.part123");
+    std::fs::copy(slice(9), &part).unwrap();
+
+    let edge = start_proxy(&s, 1).await;
+    let r = http.get(url(&edge)).send().await.unwrap();
+    assert_eq!(r.headers()["x-cache"], "HIT");
+    assert!(
+        r.bytes().await.unwrap() == media.clip,
+        "never the damaged bytes"
+    );
+    // Only the two damaged slices were fetched again.
+    assert_eq!(origin_requests(&origin, &log, "/videos/clip.mp4").await, 51);
+    assert!(!part.exists(), "a partial file is discarded at start");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cache_stays_within_its_budget() {
+    let media = MediaFixture::new().unwrap();
+    let origin = start_origin_at(&media, "127.0.0.1:0", &[]);
+    let cache = tempfile::tempdir().unwrap();
+    let budget = 8 * SLICE + 8 * 1024;
+    let edge = start_proxy(&sections(&[origin.addr], cache.path(), budget), 1).await;
+    let http = client();
+    let r = http
+        .get(format!("{}/videos/clip.mp4", edge.url()))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.bytes().await.unwrap() == media.clip);
+    let size = series(&edge, "cdn_cache_size_bytes").await;
+    assert!(
+        size > 0.0 && size <= budget as f64,
+        "{size} bytes for a budget of {budget}"
+    );
+    assert!(series(&edge, "cdn_cache_evictions_total").await >= 40.0);
+    let on_disk: u64 = walkdir::WalkDir::new(cache.path())
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .filter(|e| !e.path().to_string_lossy().ends_with(".meta"))
+        .map(|e| e.metadata().unwrap().len())
+        .sum();
+    assert!(on_disk <= budget as u64, "{on_disk} bytes on disk");
+    // The last slices are the recent ones: a range there is a hit.
+    let r = http
+        .get(format!("{}/videos/clip.mp4", edge.url()))
+        .header("range", format!("bytes={}-", 47 * SLICE))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-cache"], "HIT");
+}
