@@ -48,6 +48,17 @@ pub struct Args {
     #[arg(long, value_name = "SECS", default_value_t = 86400)]
     pub max_age: u32,
 
+    /// Adds `stale-while-revalidate=SECS` to media files' Cache-Control
+    /// (0: not sent): a cache may serve a stale copy that long while it
+    /// checks it in the background.
+    #[arg(long, value_name = "SECS", default_value_t = 0)]
+    pub stale_while_revalidate: u32,
+
+    /// Adds `stale-if-error=SECS` to media files' Cache-Control (0: not
+    /// sent): a cache may serve a stale copy that long when no origin answers.
+    #[arg(long, value_name = "SECS", default_value_t = 0)]
+    pub stale_if_error: u32,
+
     /// `Cache-Control: public, max-age=SECS` on HLS playlists and DASH
     /// manifests (`.m3u8`, `.mpd`), which a live stream rewrites.
     #[arg(long, value_name = "SECS", default_value_t = 2)]

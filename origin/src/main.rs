@@ -120,8 +120,12 @@ async fn run(args: cli::Args) -> anyhow::Result<()> {
         faults: faults::Faults::new(args.faults, args.fault_admin),
         draining: Default::default(),
         chunk_size: args.chunk_kib as usize * 1024,
-        media_cache_control: cache_control(args.max_age),
-        manifest_cache_control: cache_control(args.manifest_max_age),
+        media_cache_control: cache_control(
+            args.max_age,
+            args.stale_while_revalidate,
+            args.stale_if_error,
+        ),
+        manifest_cache_control: cache_control(args.manifest_max_age, 0, 0),
         access_log,
         fault_admin_token,
     });
@@ -230,10 +234,18 @@ async fn reopen_on_sigusr1(log: Arc<cdn_types::access_log::AccessLog>) {
     }
 }
 
-/// `public, max-age=SECS`.
-fn cache_control(secs: u32) -> HeaderValue {
-    HeaderValue::try_from(format!("public, max-age={secs}"))
-        .expect("digits are a valid header value")
+/// `public, max-age=SECS`, with the stale extensions (RFC 5861) when not 0.
+fn cache_control(secs: u32, stale_while_revalidate: u32, stale_if_error: u32) -> HeaderValue {
+    let mut v = format!("public, max-age={secs}");
+    if stale_while_revalidate > 0 {
+        v.push_str(&format!(
+            ", stale-while-revalidate={stale_while_revalidate}"
+        ));
+    }
+    if stale_if_error > 0 {
+        v.push_str(&format!(", stale-if-error={stale_if_error}"));
+    }
+    HeaderValue::try_from(v).expect("digits are a valid header value")
 }
 
 async fn shutdown_signal() {

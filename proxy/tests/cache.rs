@@ -46,10 +46,10 @@ async fn series(edge: &Edge, name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// The origin's access log: how many requests for `target` it answered.
-/// A marker request sent to the origin directly is waited for first: the
-/// log is written in order, so every earlier request is in by then.
-async fn origin_requests(origin: &Server, log: &Path, target: &str) -> usize {
+/// The origin's access log, parsed. A marker request sent to the origin
+/// directly is waited for first: the log is written in order, so every
+/// earlier request is in by then.
+async fn origin_log(origin: &Server, log: &Path) -> Vec<serde_json::Value> {
     let marker = format!("/videos/marker-{}.mp4", fastrand::u64(..));
     let _ = client()
         .get(format!("{}{marker}", origin.url()))
@@ -67,9 +67,14 @@ async fn origin_requests(origin: &Server, log: &Path, target: &str) -> usize {
     .await;
     lines
         .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|l| l["target"] == target)
-        .count()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// How many requests for `target` the origin answered, by its access log.
+async fn origin_requests(origin: &Server, log: &Path, target: &str) -> usize {
+    let lines = origin_log(origin, log).await;
+    lines.iter().filter(|l| l["target"] == target).count()
 }
 
 /// An origin writing a JSON access log to `log`.
@@ -125,7 +130,9 @@ async fn the_range_and_conditional_matrix_matches_the_origin_cold_and_warm() {
                 .get("x-cache")
                 .map(|v| v.to_str().unwrap().to_string());
             let cached = *file == "clip.mp4" || *file == "sub/nested.mp4";
-            let several = headers.iter().any(|(k, v)| *k == "range" && v.contains(','));
+            let several = headers
+                .iter()
+                .any(|(k, v)| *k == "range" && v.contains(','));
             if round == "warm" && cached && !several {
                 assert_eq!(x_cache.as_deref(), Some("HIT"), "{what}");
             }
@@ -353,4 +360,95 @@ async fn the_cache_stays_within_its_budget() {
         .await
         .unwrap();
     assert_eq!(r.headers()["x-cache"], "HIT");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_every_origin_down_stale_if_error_serves_the_stale_copy() {
+    let media = MediaFixture::new().unwrap();
+    // Fresh for one second; one may serve it stale for ten minutes if no origin answers.
+    let lenient = start_origin_at(
+        &media,
+        "127.0.0.1:0",
+        &["--max-age", "1", "--stale-if-error", "600"],
+    );
+    let cache = tempfile::tempdir().unwrap();
+    let edge = start_proxy(&sections(&[lenient.addr], cache.path(), 64 << 20), 1).await;
+    let http = client();
+    let get = || {
+        http.get(format!("{}/videos/clip.mp4", edge.url()))
+            .header("range", "bytes=0-99")
+            .send()
+    };
+    assert_eq!(get().await.unwrap().headers()["x-cache"], "MISS");
+    drop(lenient);
+    // Once stale, with its only origin gone, the copy is served stale.
+    let r = testkit::wait_until("the entry goes stale", Duration::from_secs(10), || async {
+        let r = get().await.unwrap();
+        (r.headers()["x-cache"] != "HIT").then_some(r)
+    })
+    .await;
+    assert_eq!(r.status(), 206);
+    assert_eq!(r.headers()["x-cache"], "STALE");
+    assert!(r.bytes().await.unwrap() == media.clip[..100]);
+
+    // Without stale-if-error, a stale copy is not served: the error is.
+    let strict = start_origin_at(&media, "127.0.0.1:0", &["--max-age", "1"]);
+    let cache = tempfile::tempdir().unwrap();
+    let edge = start_proxy(&sections(&[strict.addr], cache.path(), 64 << 20), 1).await;
+    let get = || {
+        http.get(format!("{}/videos/clip.mp4", edge.url()))
+            .header("range", "bytes=0-99")
+            .send()
+    };
+    assert_eq!(get().await.unwrap().headers()["x-cache"], "MISS");
+    drop(strict);
+    let r = testkit::wait_until("the entry goes stale", Duration::from_secs(10), || async {
+        let r = get().await.unwrap();
+        (r.headers().get("x-cache").is_none_or(|v| v != "HIT")).then_some(r)
+    })
+    .await;
+    assert!(r.status().is_server_error(), "{}", r.status());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_while_revalidate_answers_at_once_and_refreshes_behind() {
+    let media = MediaFixture::new().unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("origin.log");
+    let origin = logged_origin(
+        &media,
+        &log,
+        &["--max-age", "1", "--stale-while-revalidate", "600"],
+    );
+    let cache = tempfile::tempdir().unwrap();
+    let edge = start_proxy(&sections(&[origin.addr], cache.path(), 64 << 20), 1).await;
+    let http = client();
+    let get = || {
+        http.get(format!("{}/videos/clip.mp4", edge.url()))
+            .header("range", "bytes=0-99")
+            .send()
+    };
+    assert_eq!(get().await.unwrap().headers()["x-cache"], "MISS");
+    let r = testkit::wait_until("the entry goes stale", Duration::from_secs(10), || async {
+        let r = get().await.unwrap();
+        (r.headers()["x-cache"] != "HIT").then_some(r)
+    })
+    .await;
+    assert_eq!(r.headers()["x-cache"], "STALE");
+    assert!(r.bytes().await.unwrap() == media.clip[..100]);
+    // The revalidation behind it (a 304) made the entry fresh again.
+    testkit::wait_until(
+        "the entry is fresh again",
+        Duration::from_secs(10),
+        || async {
+            let r = get().await.unwrap();
+            (r.headers()["x-cache"] == "HIT").then_some(())
+        },
+    )
+    .await;
+    let lines = origin_log(&origin, &log).await;
+    assert!(
+        lines.iter().any(|l| l["status"] == 304),
+        "the origin was asked and answered 304"
+    );
 }

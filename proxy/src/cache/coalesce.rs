@@ -39,9 +39,12 @@ pub enum Head {
     },
     /// The origin confirmed the cached object (a 304): its refreshed entry.
     NotModified(Arc<Entry>),
-    /// Not for the cache (not storable, not a 206 of the slice, no origin
-    /// answered): each viewer fetches it itself.
+    /// Not for the cache (not storable, not a 206 of the slice): each
+    /// viewer fetches it itself.
     Pass,
+    /// No origin answered, or one answered with a server error: a stale
+    /// copy may be served (`stale-if-error`), else each viewer tries itself.
+    Failed,
 }
 
 /// How far a fill has got.

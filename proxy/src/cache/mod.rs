@@ -44,17 +44,22 @@ pub enum CacheStatus {
     Expired,
     /// Cached but stale, and the origin confirmed it (a 304).
     Revalidated,
+    /// Served stale: while it is revalidated in the background
+    /// (`stale-while-revalidate`), or because no origin answered
+    /// (`stale-if-error`).
+    Stale,
     /// Not cacheable, or the cache is off for its route: proxied.
     Bypass,
 }
 
 impl CacheStatus {
     /// Every status, in the order of [`CacheStatus::index`].
-    pub const ALL: [CacheStatus; 5] = [
+    pub const ALL: [CacheStatus; 6] = [
         CacheStatus::Hit,
         CacheStatus::Miss,
         CacheStatus::Expired,
         CacheStatus::Revalidated,
+        CacheStatus::Stale,
         CacheStatus::Bypass,
     ];
 
@@ -65,6 +70,7 @@ impl CacheStatus {
             CacheStatus::Miss => "MISS",
             CacheStatus::Expired => "EXPIRED",
             CacheStatus::Revalidated => "REVALIDATED",
+            CacheStatus::Stale => "STALE",
             CacheStatus::Bypass => "BYPASS",
         }
     }

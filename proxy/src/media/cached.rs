@@ -23,7 +23,7 @@ use pingora::{Error, ErrorType, OrErr};
 use std::ops::RangeInclusive;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 /// Where a slice's bytes come from.
 enum Source {
@@ -78,14 +78,40 @@ impl MediaPath {
         let slice = cfg.media.slice_size;
         let known = cache.entry(hash);
         let now = SystemTime::now();
-        let stale = known.as_ref().is_some_and(|e| e.staleness(now).is_some());
         let first_index = |size: Option<u64>| match asked {
             Asked::From(a, _) => a / slice,
             Asked::Suffix(n) => size.map_or(0, |s| s.saturating_sub(n) / slice),
             Asked::Whole | Asked::Several => 0,
         };
         let index = first_index(known.as_ref().map(|e| e.meta.size));
-        let (entry, read, status) = match self.source(&look, index, known, stale).await {
+        let stale = known
+            .as_ref()
+            .and_then(|e| Some((e.clone(), e.staleness(now)?)));
+        let source = match stale {
+            None => self.source(&look, index, known, false, false).await,
+            Some((e, by)) => {
+                // How long past freshness the origin lets a copy be served.
+                let grace = |ms| !e.meta.must_revalidate && by < Duration::from_millis(ms);
+                let stored = grace(e.meta.stale_while_revalidate_ms)
+                    .then(|| cache.stored(&e, index))
+                    .flatten();
+                match stored {
+                    Some(read) => {
+                        self.revalidate_in_background(&look, index, e.clone());
+                        Source::Cache {
+                            entry: e,
+                            read,
+                            status: CacheStatus::Stale,
+                        }
+                    }
+                    None => {
+                        let if_error = grace(e.meta.stale_if_error_ms);
+                        self.source(&look, index, Some(e), true, if_error).await
+                    }
+                }
+            }
+        };
+        let (entry, read, status) = match source {
             Source::Cache {
                 entry,
                 read,
@@ -153,16 +179,54 @@ impl MediaPath {
         Box::pin(self.serve_fetched(session, cfg, report)).await
     }
 
+    /// Starts a fill that asks whether a stale entry is still current,
+    /// unless one of this slice is under way; nobody waits for it.
+    fn revalidate_in_background(&self, look: &Lookup<'_>, index: u64, entry: Arc<Entry>) {
+        let id = SliceId {
+            hash: look.hash,
+            index,
+        };
+        if let Joined::Lead(leader, _) = look.cache.join(id) {
+            self.start_fill(look, index, Some(entry), true, leader);
+        }
+    }
+
+    /// Spawns the fill of slice `index`, led by `leader`.
+    fn start_fill(
+        &self,
+        look: &Lookup<'_>,
+        index: u64,
+        known: Option<Arc<Entry>>,
+        revalidate: bool,
+        leader: cache::Leader,
+    ) {
+        let fill = Fill {
+            cache: look.cache.clone(),
+            fetcher: self.fetcher.clone(),
+            cfg: look.cfg.clone(),
+            template: look.template.clone(),
+            key: look.key.to_owned(),
+            hash: look.hash,
+            index,
+            known,
+            revalidate,
+            metrics: self.metrics.clone(),
+        };
+        tokio::spawn(fill.run(leader));
+    }
+
     /// Slice `index`: stored, followed while another viewer's fill writes
     /// it, or filled by a new fill this call starts. `known`: the object as
     /// the cache knows it; `revalidate`: it is stale, so the fill asks the
-    /// origin whether it changed.
+    /// origin whether it changed; `stale_if_error`: if no origin answers,
+    /// the stale copy may be served.
     async fn source(
         &self,
         look: &Lookup<'_>,
         index: u64,
         mut known: Option<Arc<Entry>>,
         mut revalidate: bool,
+        stale_if_error: bool,
     ) -> Source {
         let mut revalidated = false;
         // A 304 refreshes the entry and the slice is looked up again:
@@ -189,24 +253,23 @@ impl MediaPath {
             let mut follower = match look.cache.join(id) {
                 Joined::Follow(f) => f,
                 Joined::Lead(leader, f) => {
-                    let fill = Fill {
-                        cache: look.cache.clone(),
-                        fetcher: self.fetcher.clone(),
-                        cfg: look.cfg.clone(),
-                        template: look.template.clone(),
-                        key: look.key.to_owned(),
-                        hash: look.hash,
-                        index,
-                        known: known.clone(),
-                        revalidate,
-                        metrics: self.metrics.clone(),
-                    };
-                    tokio::spawn(fill.run(leader));
+                    self.start_fill(look, index, known.clone(), revalidate, leader);
                     f
                 }
             };
             match follower.head().await.as_deref() {
                 None | Some(Head::Pass) => return Source::Origin,
+                Some(Head::Failed) => {
+                    let stale = known.as_ref().filter(|_| stale_if_error);
+                    return match stale.and_then(|e| Some((e, look.cache.stored(e, index)?))) {
+                        Some((e, read)) => Source::Cache {
+                            entry: e.clone(),
+                            read,
+                            status: CacheStatus::Stale,
+                        },
+                        None => Source::Origin,
+                    };
+                }
                 Some(Head::NotModified(e)) => {
                     known = Some(e.clone());
                     revalidate = false;
@@ -258,7 +321,10 @@ impl MediaPath {
             let until = last.min(slice_last);
             let read = match first.take() {
                 Some((i, read)) if i == index => Some(read),
-                _ => match self.source(look, index, Some(entry.clone()), false).await {
+                _ => match self
+                    .source(look, index, Some(entry.clone()), false, false)
+                    .await
+                {
                     Source::Cache { entry: e, read, .. } if e.version == entry.version => {
                         Some(read)
                     }

@@ -90,12 +90,13 @@ impl Fill {
         };
         let mut tried = SmallVec::new();
         let Ok(open) = Box::pin(self.fetcher.open_any(&cfg, &ask, &mut tried)).await else {
-            return leader.head(Head::Pass);
+            return leader.head(Head::Failed);
         };
         let now = SystemTime::now();
         match open.resp().status.as_u16() {
             206 => {}
             304 if self.revalidate => return self.not_modified(leader, &open, now),
+            500.. => return leader.head(Head::Failed),
             status => {
                 // A 200 to If-Range: the object changed under a fresh
                 // entry. Forgotten, the next viewer caches the new one.

@@ -55,7 +55,7 @@ pub struct Metrics {
     pub media_broken: IntCounter,
     /// `cdn_cache_requests_total{status}`: media requests by what the cache
     /// did, in the order of `CacheStatus::ALL`.
-    pub cache_requests: [IntCounter; 5],
+    pub cache_requests: [IntCounter; 6],
     /// `cdn_cache_client_bytes_total`: body bytes the cache path sent to clients.
     pub cache_client_bytes: IntCounter,
     /// `cdn_cache_fill_bytes_total`: body bytes fetched from origins into the cache.
