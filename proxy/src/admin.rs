@@ -4,6 +4,8 @@
 //! - `GET /origins`: JSON list
 //! - `POST /origins/{ip:port}/drain`, `POST /origins/{ip:port}/undrain`
 //! - `POST /origins/{ip:port}/capacity` with `{"capacity": 2.0}` (`null` returns to the config's)
+//! - `GET /cache`: the cache's size; `POST /cache/purge` with `{"url": "/videos/a.mp4"}`
+//!   (one object: path and query) or `{"prefix": "/videos/"}` (every object under it)
 //!
 //! With `admin_auth` set, every request needs `Authorization: Bearer <token>`
 //! (compared in constant time), else `401`.
@@ -23,6 +25,26 @@ pub struct Admin {
     pub registry: Arc<Registry>,
     /// The live config (its token).
     pub config: Arc<arc_swap::ArcSwap<crate::config::Config>>,
+    /// The slice cache, if there is one.
+    pub cache: Option<Arc<crate::cache::Cache>>,
+}
+
+/// `{"url": "/videos/a.mp4"}` or `{"prefix": "/videos/"}`: what to purge.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PurgeBody {
+    url: Option<String>,
+    prefix: Option<String>,
+}
+
+/// What `GET /cache` answers.
+#[derive(Serialize)]
+struct CacheView {
+    size_bytes: u64,
+    objects: u64,
+    slices: u64,
+    evictions_total: u64,
+    fills_in_flight: u64,
 }
 
 /// Whether `req` carries `token` as its bearer token.
@@ -114,6 +136,9 @@ impl Admin {
         }
         let method = session.req_header().method.clone();
         let path = session.req_header().uri.path().to_string();
+        if path == "/cache" || path == "/cache/purge" {
+            return self.cache_route(session, &method, &path).await;
+        }
         if path == "/origins" {
             if method != Method::GET {
                 return text(StatusCode::METHOD_NOT_ALLOWED, "use GET");
@@ -131,7 +156,7 @@ impl Admin {
         else {
             return text(
                 StatusCode::NOT_FOUND,
-                "endpoints: GET /origins, POST /origins/{ip:port}/drain|undrain|capacity",
+                "endpoints: GET /origins, POST /origins/{ip:port}/drain|undrain|capacity, GET /cache, POST /cache/purge",
             );
         };
         if method != Method::POST {
@@ -169,6 +194,58 @@ impl Admin {
         }
         tracing::info!(origin = %origin.label, action, "operator change");
         json(&OriginView::from(&*origin))
+    }
+}
+
+impl Admin {
+    /// `GET /cache` and `POST /cache/purge`.
+    async fn cache_route(
+        &self,
+        session: &mut ServerSession,
+        method: &Method,
+        path: &str,
+    ) -> Response<Vec<u8>> {
+        let Some(cache) = &self.cache else {
+            return text(
+                StatusCode::NOT_FOUND,
+                "no cache: set cache.dir in cdn.yaml (and restart) to have one",
+            );
+        };
+        if path == "/cache" {
+            if method != Method::GET {
+                return text(StatusCode::METHOD_NOT_ALLOWED, "use GET");
+            }
+            let u = cache.usage();
+            return json(&CacheView {
+                size_bytes: u.bytes,
+                objects: u.objects,
+                slices: u.slices,
+                evictions_total: u.evictions,
+                fills_in_flight: u.fills,
+            });
+        }
+        if method != Method::POST {
+            return text(StatusCode::METHOD_NOT_ALLOWED, "use POST");
+        }
+        let body = read_body(session).await;
+        let purged = match serde_json::from_slice::<PurgeBody>(&body) {
+            Ok(PurgeBody {
+                url: Some(url),
+                prefix: None,
+            }) if url.starts_with('/') => cache.purge_key(&url),
+            Ok(PurgeBody {
+                url: None,
+                prefix: Some(prefix),
+            }) if prefix.starts_with('/') => cache.purge_prefix(&prefix),
+            _ => {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    "body must be {\"url\": \"/path?query\"} or {\"prefix\": \"/path/\"} (one of them, starting with /)",
+                )
+            }
+        };
+        tracing::info!(purged, "cache purge");
+        json(&serde_json::json!({ "purged": purged }))
     }
 }
 

@@ -270,6 +270,7 @@ fn run(args: Args, config: config::Config) -> anyhow::Result<()> {
         pingora::apps::http_app::HttpServer::new_app(admin::Admin {
             registry: registry.clone(),
             config: config.clone(),
+            cache: cache.clone(),
         }),
     );
     admin.add_tcp(&admin_listen.to_string());

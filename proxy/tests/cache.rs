@@ -452,3 +452,63 @@ async fn stale_while_revalidate_answers_at_once_and_refreshes_behind() {
         "the origin was asked and answered 304"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purge_by_url_and_by_prefix_on_the_admin_api() {
+    let media = MediaFixture::new().unwrap();
+    let origin = start_origin_at(&media, "127.0.0.1:0", &[]);
+    let cache = tempfile::tempdir().unwrap();
+    let edge = start_proxy(&sections(&[origin.addr], cache.path(), 64 << 20), 1).await;
+    let http = client();
+    let get = |path: &'static str| {
+        http.get(format!("{}{path}", edge.url()))
+            .header("range", "bytes=0-99")
+            .send()
+    };
+    for path in ["/videos/clip.mp4", "/videos/sub/nested.mp4"] {
+        assert_eq!(get(path).await.unwrap().headers()["x-cache"], "MISS");
+        assert_eq!(get(path).await.unwrap().headers()["x-cache"], "HIT");
+    }
+    let admin = format!("http://{}", edge.admin);
+    let purge = |body: &'static str| {
+        http.post(format!("{admin}/cache/purge"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let r = purge(r#"{"url": "/videos/clip.mp4"}"#).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["purged"], 1);
+    assert_eq!(
+        get("/videos/clip.mp4").await.unwrap().headers()["x-cache"],
+        "MISS"
+    );
+    assert_eq!(
+        get("/videos/sub/nested.mp4").await.unwrap().headers()["x-cache"],
+        "HIT"
+    );
+    let r = purge(r#"{"prefix": "/videos/"}"#).await.unwrap();
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["purged"], 2);
+    assert_eq!(
+        get("/videos/sub/nested.mp4").await.unwrap().headers()["x-cache"],
+        "MISS"
+    );
+    let view: serde_json::Value = http
+        .get(format!("{admin}/cache"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(view["objects"], 1, "only the nested file, fetched again: {view}");
+    // A body that names nothing, or both, is refused.
+    for bad in [
+        r#"{}"#,
+        r#"{"url": "/a", "prefix": "/"}"#,
+        r#"{"url": "a"}"#,
+        "x",
+    ] {
+        assert_eq!(purge(bad).await.unwrap().status(), 400, "{bad}");
+    }
+}

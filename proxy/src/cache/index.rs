@@ -264,16 +264,30 @@ impl Index {
         true
     }
 
-    /// Forgets an object and deletes its meta and slices.
-    pub fn forget(&self, hash: ObjectHash) {
+    /// Forgets an object and deletes its meta and slices; `false`: it was
+    /// not cached.
+    pub fn forget(&self, hash: ObjectHash) -> bool {
         let Some(slot) = self.lock().remove(&hash) else {
-            return;
+            return false;
         };
         for (i, _) in slot.slices {
             self.lru.remove(lru_key((hash, slot.entry.version, i)));
             self.layout.remove_slice(hash, slot.entry.version, i);
         }
         self.layout.remove_meta(hash);
+        true
+    }
+
+    /// Forgets every object whose key starts with `prefix`; returns how many.
+    pub fn forget_prefix(&self, prefix: &str) -> usize {
+        let hashes: Vec<ObjectHash> = (self.lock().iter())
+            .filter(|(_, s)| s.entry.meta.key.starts_with(prefix))
+            .map(|(h, _)| *h)
+            .collect();
+        for &hash in &hashes {
+            self.forget(hash);
+        }
+        hashes.len()
     }
 
     /// Forgets a slice and deletes its file (found corrupt).

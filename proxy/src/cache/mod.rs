@@ -263,9 +263,23 @@ impl Cache {
         }
     }
 
-    /// Forgets an object and deletes its files.
-    pub fn forget(&self, hash: ObjectHash) {
-        self.index.forget(hash);
+    /// Forgets an object and deletes its files; `false`: it was not cached.
+    pub fn forget(&self, hash: ObjectHash) -> bool {
+        self.index.forget(hash)
+    }
+
+    /// Purges the object of one key (a path and query); returns 0 or 1.
+    pub fn purge_key(&self, key: &str) -> usize {
+        self.passes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&hash_key(key));
+        usize::from(self.forget(hash_key(key)))
+    }
+
+    /// Purges every object whose key starts with `prefix`; returns how many.
+    pub fn purge_prefix(&self, prefix: &str) -> usize {
+        self.index.forget_prefix(prefix)
     }
 
     /// Changes the byte budget (on reload).

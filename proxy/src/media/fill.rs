@@ -101,7 +101,7 @@ impl Fill {
                 // A 200 to If-Range: the object changed under a fresh
                 // entry. Forgotten, the next viewer caches the new one.
                 if status == 200 && if_range.is_some() {
-                    self.cache.forget(self.hash);
+                    let _ = self.cache.forget(self.hash);
                 } else {
                     self.cache.pass(self.hash, PASS_FOR);
                 }
