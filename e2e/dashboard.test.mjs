@@ -16,7 +16,8 @@ test('the dashboard shows live data and an origin going down', async () => {
   writeFileSync(join(media, 'sample.mp4'), randomBytes(2 * 1024 * 1024));
   const origins = await Promise.all([0, 1, 2].map(() => startOrigin(media)));
   children.push(...origins.map((o) => o.child));
-  const proxy = await startProxy(origins);
+  const cacheDir = mkdtempSync(join(tmpdir(), 'cdn-e2e-cache-'));
+  const proxy = await startProxy(origins, [`cache: {dir: ${cacheDir}}`]);
   children.push(proxy.child);
 
   // Traffic for the charts: ranged requests, eight at a time, until the test ends.
@@ -40,8 +41,10 @@ test('the dashboard shows live data and an origin going down', async () => {
     await page.waitForFunction(() => window.dashboard?.connected && window.dashboard.frames >= 3, null, { timeout: 20000 });
     await page.waitForFunction(() => {
       const has = (id) => Chart.getChart(id).data.datasets.some((d) => d.data.some((v) => v > 0));
-      return ['c-rpm', 'c-bw', 'c-mem', 'c-media', 'o-tp', 'o-share'].every(has);
+      return ['c-rpm', 'c-bw', 'c-mem', 'c-media', 'c-cache', 'o-tp', 'o-share'].every(has);
     }, null, { timeout: 20000 });
+    // Repeat views of the media file are cache hits: the hit ratio rises.
+    await page.waitForFunction(() => Chart.getChart('c-cache').data.datasets[0].data.some((v) => v >= 50), null, { timeout: 20000 });
     // The memory chart plots the media path's read buffers (a number in every frame).
     const buffers = await page.evaluate(() => Chart.getChart('c-mem').data.datasets[1].data.filter((v) => v !== null));
     assert.ok(buffers.length > 0 && buffers.every(Number.isFinite), JSON.stringify(buffers));

@@ -36,7 +36,12 @@ const g = {
   mem: lineChart('c-mem', 'MiB', [{ label: 'resident MiB' }, { label: 'media read buffers MiB', color: COLORS[2] }]),
   media: lineChart('c-media', 'per second', [{ label: 'slices/s' }, { label: 'resumes/s', color: COLORS[2] },
     { label: 'cut/s', color: COLORS[3] }]),
+  // Each the mean of the last 10 frames that had traffic (none of them: a gap).
+  cache: lineChart('c-cache', '%', [{ label: 'hit ratio (requests)' }, { label: 'origin offload (bytes)', color: COLORS[1] }],
+    { legend: true, y: { max: 100 } }),
 };
+// The last frames' cache figures, for the 10-frame averages.
+const recent = [];
 // The media counters of the previous frame, for per-second rates.
 let lastMedia = null;
 const o = {
@@ -120,6 +125,14 @@ function onFrame(s) {
   push(g.media.data.datasets[1].data, rate('resumes_total'));
   push(g.media.data.datasets[2].data, lastMedia ? rate('resume_aborts_total') + rate('broken_total') : null);
   lastMedia = { m: M, ts: s.timestamp_ms };
+  recent.push({ hit: G.cache?.hit_ratio ?? null, offload: G.origin_offload ?? null });
+  if (recent.length > 10) recent.shift();
+  const mean = (k) => {
+    const v = recent.map((r) => r[k]).filter((x) => x !== null);
+    return v.length ? (100 * v.reduce((a, b) => a + b, 0)) / v.length : null;
+  };
+  push(g.cache.data.datasets[0].data, G.cache ? mean('hit') : null);
+  push(g.cache.data.datasets[1].data, mean('offload'));
   drawTierBounds(s.tier_bounds);
   const seen = new Set();
   for (const x of s.origins) {

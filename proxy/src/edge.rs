@@ -425,7 +425,7 @@ impl ProxyHttp for Edge {
         if let (Some(b), Some(o)) = (body, &ctx.origin) {
             let n = b.len() as u64;
             o.add_bytes(n);
-            self.metrics.total_bytes.fetch_add(n, Relaxed);
+            self.metrics.total_bytes.inc_by(n);
         }
         Ok(None)
     }

@@ -299,6 +299,7 @@ fn run(args: Args, config: config::Config) -> anyhow::Result<()> {
         ratings,
         config: config.clone(),
         latest: snapshot,
+        cache: cache.clone(),
     };
     let shutdown_signal = Box::new(drain::DrainingSignal {
         config: config.clone(),

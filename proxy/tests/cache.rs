@@ -501,7 +501,10 @@ async fn purge_by_url_and_by_prefix_on_the_admin_api() {
         .json()
         .await
         .unwrap();
-    assert_eq!(view["objects"], 1, "only the nested file, fetched again: {view}");
+    assert_eq!(
+        view["objects"], 1,
+        "only the nested file, fetched again: {view}"
+    );
     // A body that names nothing, or both, is refused.
     for bad in [
         r#"{}"#,

@@ -21,7 +21,6 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::Session;
 use pingora::{Error, ErrorType, OrErr};
 use std::ops::RangeInclusive;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -402,7 +401,7 @@ async fn copy_cached(
         write_body(session, &buf[..n]).await.map_err(Copy::Client)?;
         pace.wrote(n, std::time::Instant::now());
         *pos += n as u64;
-        metrics.total_bytes.fetch_add(n as u64, Relaxed);
+        metrics.total_bytes.inc_by(n as u64);
         metrics.cache_client_bytes.inc_by(n as u64);
     }
     Ok(())

@@ -284,6 +284,7 @@ impl Fill {
         len: u64,
     ) -> Result<(), Short> {
         let origin = open.attempt.origin.clone();
+        origin.count_slice();
         while *pos < len {
             open.body.set_read_size(READ_MAX);
             let bytes = match open.body.next().await {

@@ -18,7 +18,6 @@ use pingora::proxy::Session;
 use pingora::{Error, ErrorType, OrErr};
 use smallvec::SmallVec;
 use std::ops::RangeInclusive;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 /// How a request left the media path.
@@ -388,7 +387,7 @@ async fn copy(
         pace.wrote(take, std::time::Instant::now());
         *pos += take as u64;
         origin.add_bytes(take as u64);
-        metrics.total_bytes.fetch_add(take as u64, Relaxed);
+        metrics.total_bytes.inc_by(take as u64);
     }
     Ok(())
 }

@@ -64,8 +64,9 @@ pub struct Metrics {
     pub cache_errors: IntCounter,
     /// Requests answered by the proxy (all of them, local endpoints included).
     pub total_requests: AtomicU64,
-    /// Response body bytes received from origins and sent on.
-    pub total_bytes: AtomicU64,
+    /// `cdn_client_bytes_total`: response body bytes sent to clients for
+    /// origin requests (from origins or from the cache).
+    pub total_bytes: IntCounter,
     /// Requests that reached no origin, by status class
     /// (`cdn_requests_total{origin="none"}`).
     unrouted: Arc<[AtomicU64; 5]>,
@@ -165,7 +166,10 @@ impl Metrics {
                 "Streams cut because no origin could serve their next bytes."
             )?,
             total_requests: AtomicU64::new(0),
-            total_bytes: AtomicU64::new(0),
+            total_bytes: register_int_counter!(
+                "cdn_client_bytes_total",
+                "Response body bytes sent to clients for origin routes, from origins or the cache (origin offload: 1 - sum(cdn_response_bytes_total) / this)."
+            )?,
             unrouted,
         })
     }

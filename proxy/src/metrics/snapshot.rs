@@ -70,6 +70,11 @@ pub struct Global {
     pub config_reloads_applied: u64,
     /// Configuration reloads refused (invalid file, old config kept) since start.
     pub config_reloads_refused: u64,
+    /// The slice cache (`null` without one).
+    pub cache: Option<CacheFigures>,
+    /// Share of the client bytes of the last interval that no origin sent
+    /// (served from the cache), 0–1; `null` when nothing was sent.
+    pub origin_offload: Option<f64>,
     /// Origins taking traffic / known.
     pub origins_up: usize,
     /// Origins known.
@@ -91,6 +96,22 @@ pub struct MediaFigures {
     pub resume_aborts_total: u64,
     /// Streams cut because no origin could serve their next bytes.
     pub broken_total: u64,
+}
+
+/// The cache's figures.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct CacheFigures {
+    /// Share of the media requests of the last interval answered from the
+    /// cache (HIT, REVALIDATED, STALE), 0–1; `null` when there were none.
+    pub hit_ratio: Option<f64>,
+    /// Media requests since start, by X-Cache value.
+    pub requests_total: std::collections::BTreeMap<&'static str, u64>,
+    /// Bytes of slice files stored.
+    pub size_bytes: u64,
+    /// Objects with a slice stored.
+    pub objects: u64,
+    /// Slices evicted since start.
+    pub evictions_total: u64,
 }
 
 /// One origin in a snapshot.
@@ -203,6 +224,8 @@ pub struct Snapshotter {
     pub config: Arc<ArcSwap<Config>>,
     /// The latest snapshot.
     pub latest: Arc<ArcSwap<Snapshot>>,
+    /// The slice cache, if there is one.
+    pub cache: Option<Arc<crate::cache::Cache>>,
 }
 
 /// What one origin's counters read at the last tick.
@@ -232,6 +255,8 @@ struct Previous {
     requests: u64,
     bytes: u64,
     per_origin: HashMap<SocketAddr, Counts>,
+    /// Cache answers by status, as `Metrics::cache_requests`.
+    cache_requests: [u64; 6],
     /// TTFB samples per tick (bucket counts and sum), newest last.
     ttfb_ticks: VecDeque<(Buckets, f64)>,
 }
@@ -244,6 +269,7 @@ impl Previous {
             requests: 0,
             bytes: 0,
             per_origin: HashMap::new(),
+            cache_requests: [0; 6],
             ttfb_ticks: VecDeque::with_capacity(WINDOW),
         }
     }
@@ -280,7 +306,7 @@ impl Snapshotter {
         let dt = now.duration_since(prev.at).as_secs_f64().max(1e-3);
         let cpu_ns = own_process::cpu_ns();
         let requests = self.metrics.total_requests.load(Relaxed);
-        let bytes = self.metrics.total_bytes.load(Relaxed);
+        let bytes = self.metrics.total_bytes.get();
         let origins = self.registry.all();
         let counts: Vec<Counts> = origins.iter().map(|o| Counts::of(o)).collect();
         // Per origin, what happened since the last tick (a new origin starts now).
@@ -314,6 +340,37 @@ impl Snapshotter {
         }
         let (avg, p95) = average_and_p95(&window, window_sum);
         let all_requests: u64 = deltas.iter().map(|d| d.requests).sum();
+        let client_bytes = bytes.saturating_sub(prev.bytes);
+        let origin_bytes: u64 = deltas.iter().map(|d| d.bytes).sum();
+        let origin_offload =
+            (client_bytes > 0).then(|| 1.0 - (origin_bytes as f64 / client_bytes as f64).min(1.0));
+        let cache_requests = self.metrics.cache_requests.each_ref().map(|c| c.get());
+        let cache = self.cache.as_ref().map(|c| {
+            use crate::cache::CacheStatus;
+            let delta = |s: CacheStatus| {
+                cache_requests[s.index()].saturating_sub(prev.cache_requests[s.index()])
+            };
+            let hits: u64 = [
+                CacheStatus::Hit,
+                CacheStatus::Revalidated,
+                CacheStatus::Stale,
+            ]
+            .map(delta)
+            .iter()
+            .sum();
+            let all: u64 = CacheStatus::ALL.map(delta).iter().sum();
+            let usage = c.usage();
+            CacheFigures {
+                hit_ratio: (all > 0).then(|| hits as f64 / all as f64),
+                requests_total: CacheStatus::ALL
+                    .iter()
+                    .map(|s| (s.as_str(), cache_requests[s.index()]))
+                    .collect(),
+                size_bytes: usage.bytes,
+                objects: usage.objects,
+                evictions_total: usage.evictions,
+            }
+        });
         let snapshot = Snapshot {
             timestamp_ms: cdn_types::clock::unix_ms(),
             tier_bounds: cfg.selection.tier_bounds,
@@ -335,6 +392,8 @@ impl Snapshotter {
                     resume_aborts_total: self.metrics.media_aborts.get(),
                     broken_total: self.metrics.media_broken.get(),
                 },
+                cache,
+                origin_offload,
                 config_reloads_applied: self.metrics.reloads_applied.get(),
                 config_reloads_refused: self.metrics.reloads_refused.get(),
                 origins_up: origins.iter().filter(|o| o.state() == State::Up).count(),
@@ -385,6 +444,7 @@ impl Snapshotter {
         prev.cpu_ns = cpu_ns;
         prev.requests = requests;
         prev.bytes = bytes;
+        prev.cache_requests = cache_requests;
         prev.per_origin = origins.iter().map(|o| o.addr).zip(counts).collect();
         snapshot
     }
