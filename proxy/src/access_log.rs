@@ -26,6 +26,8 @@ pub struct Facts<'a> {
     pub status: u16,
     /// The request id header, when on.
     pub request_id: Option<&'a http::HeaderName>,
+    /// What the cache did (`HIT`, `MISS`...), when it had a say.
+    pub cache: Option<&'static str>,
 }
 
 /// Queues the line for one request; false if the log dropped it.
@@ -58,7 +60,7 @@ pub fn record(log: &AccessLog, session: &Session, f: Facts<'_>) -> bool {
         forwarded_for: None,
         origin: f.origin.map(|o| o.label.as_str()),
         attempts: (f.attempts > 0).then_some(f.attempts),
-        cache: None,
+        cache: f.cache,
     })
 }
 

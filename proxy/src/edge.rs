@@ -550,7 +550,8 @@ impl ProxyHttp for Edge {
         let origin_fault = e.is_some_and(|e| e.esource() == &ErrorSource::Upstream);
         self.end_attempt(ctx, status < 500 && !origin_fault);
         if let Some(log) = &self.access_log {
-            let media = ctx.media.origin.is_some();
+            // Answered by the media path (a cache hit has no origin).
+            let media = ctx.media.origin.is_some() || ctx.media.header_at.is_some();
             let facts = crate::access_log::Facts {
                 started: ctx.started,
                 header_at: if media {
@@ -566,6 +567,7 @@ impl ProxyHttp for Edge {
                 },
                 status,
                 request_id: ctx.config.request_id_name.as_ref(),
+                cache: ctx.media.cache.map(|c| c.as_str()),
             };
             if !crate::access_log::record(log, session, facts) {
                 self.metrics.access_log_dropped.inc();

@@ -2,8 +2,11 @@
 //! warm cache are the origin's own, byte for byte; concurrent viewers of a
 //! cold video cost one origin fetch per slice (counted in the origin's
 //! access log); stale entries are revalidated (304) or replaced by a new
-//! version, never mixed with it; the cache survives a restart with its
-//! corrupt and truncated files discarded; it stays within its budget.
+//! version, never mixed with it; stale-while-revalidate and stale-if-error
+//! (every origin down) serve the stale copy; the cache survives a restart
+//! with its corrupt and truncated files discarded; it stays within its
+//! budget; the admin API purges by URL and prefix; the access log says
+//! what the cache did.
 
 mod common;
 use common::*;
@@ -458,7 +461,13 @@ async fn purge_by_url_and_by_prefix_on_the_admin_api() {
     let media = MediaFixture::new().unwrap();
     let origin = start_origin_at(&media, "127.0.0.1:0", &[]);
     let cache = tempfile::tempdir().unwrap();
-    let edge = start_proxy(&sections(&[origin.addr], cache.path(), 64 << 20), 1).await;
+    let mut s = sections(&[origin.addr], cache.path(), 64 << 20);
+    let log = cache.path().join("access.log");
+    s.insert(
+        "access_log",
+        format!("{{format: json, path: {}}}", log.display()),
+    );
+    let edge = start_proxy(&s, 1).await;
     let http = client();
     let get = |path: &'static str| {
         http.get(format!("{}{path}", edge.url()))
@@ -505,6 +514,25 @@ async fn purge_by_url_and_by_prefix_on_the_admin_api() {
         view["objects"], 1,
         "only the nested file, fetched again: {view}"
     );
+    // The access log says what the cache did, hits included.
+    let logged = |cache: &'static str| {
+        let log = log.clone();
+        async move {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            text.lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .find(|l| l["cache"] == cache && l["target"] == "/videos/clip.mp4")
+        }
+    };
+    for status in ["MISS", "HIT"] {
+        let line = testkit::wait_until("the line is logged", Duration::from_secs(10), || {
+            logged(status)
+        })
+        .await;
+        assert_eq!(line["status"], 206);
+        assert_eq!(line["bytes"], 100);
+        assert!(line["ttfb"].as_f64().is_some(), "{line}");
+    }
     // A body that names nothing, or both, is refused.
     for bad in [
         r#"{}"#,
