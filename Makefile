@@ -4,7 +4,7 @@ CARGO ?= cargo
 MEDIA ?= media
 
 .PHONY: help run build sample deps web-deps e2e-deps test test-local test-k8s test-docker lint prometheus \
-	up down logs ps scale bench-origin bench-proxy bench-instructions bench-policies bench-streams bench-tls clean
+	up down logs ps scale bench-origin bench-proxy bench-instructions bench-policies bench-streams bench-tls bench-cache clean
 
 # Containers: `docker compose` (v2) where it exists, else `docker-compose` (v1.29).
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
@@ -94,6 +94,10 @@ bench-instructions: build ## instructions per small request under callgrind, cdn
 bench-tls: build ## HTTPS termination: cdn-proxy (rustls) vs nginx vs HAProxy with the same certificate, HTTP/1.1 scenarios and HTTP/2 small requests (h2load)
 	@scripts/ensure-packages.sh nginx:nginx-light haproxy:haproxy wrk:wrk curl:curl h2load:nghttp2-client
 	@bench/tls.sh
+
+bench-cache: build ## the edge cache vs nginx slice + proxy_cache vs the origin direct: hit throughput, CPU per GiB, first-byte time of hits, origin offload (one hot video; a Zipf mix)
+	@scripts/ensure-packages.sh nginx:nginx-light wrk:wrk curl:curl
+	@bench/cache.sh
 
 bench-policies: build sample ## every selection policy vs nginx/HAProxy least-conn under open-loop load with one origin degraded (table + plot in bench/results/policies)
 	@scripts/ensure-packages.sh nginx:nginx-light haproxy:haproxy curl:curl python3:python3
