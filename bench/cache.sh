@@ -7,14 +7,15 @@
 #  2. Time to first byte of hits: sequential 1 KiB ranges at random offsets (curl), p50/p99.
 #  3. Origin offload (origin bytes / client bytes, from the origins' own counters): 100
 #     viewers of one cold 16 MiB video at once; then a Zipf(1.0) mix over 200 videos of
-#     4 MiB (800 MiB) through caches of 256 MiB, 8 viewers at a time.
+#     4 MiB (800 MiB) through caches of 256 MiB, 8 viewers at a time (and cdn-proxy again
+#     with the disk nginx really used, as nginx enforces its max_size lazily).
 # Env: DUR, REPS (the kit's), HITS (first-byte samples, default 300), ZIPF_N (views, 1200).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SRC_KIT=$(cd "${BENCH_KIT:-../shared/bench}" 2>/dev/null && pwd) || { echo "no load kit at ${BENCH_KIT:-../shared/bench} (set BENCH_KIT)" >&2; exit 1; }
 D=${BENCH_DIR:-/tmp/cdn-bench-cache}; C=$D/content
 HITS=${HITS:-300}; ZIPF_N=${ZIPF_N:-1200}
-rm -rf "$D/cdn-cache" "$D/cdn-cache-small" "$D/peers" "$D/peers-small"
+rm -rf "$D/cdn-cache" "$D/cdn-cache-small" "$D/cdn-cache-nginx-size" "$D/peers" "$D/peers-small"
 mkdir -p "$D/logs"
 KIT=$D/kit; rm -rf "$KIT"; cp -r "$SRC_KIT" "$KIT"; cp bench/range.lua "$KIT/range.lua"
 "$KIT/make-content.sh" "$C" >/dev/null
@@ -131,4 +132,13 @@ awk -v n="$ZIPF_N" 'BEGIN{srand(7); for (k=1;k<=200;k++){h+=1/k; c[k]=h} for (i=
 echo "| target | client MiB | origin MiB | offload |"; echo "|---|---|---|---|"
 offload cdn-proxy http://127.0.0.1:18180 "$D/zipf.txt" 8
 offload nginx http://127.0.0.1:18184 "$D/zipf.txt" 8
-echo; echo "cache sizes after the mix: cdn-proxy $(curl -s http://127.0.0.1:18183/cache), nginx $(du -sm "$D/peers-small/cache" | cut -f1) MiB"
+# nginx's cache manager enforces max_size lazily: give cdn-proxy the disk nginx really used.
+used=$(du -sb "$D/peers-small/cache" | cut -f1)
+proxy 18280 "$D/cdn-cache-nginx-size" "$used"
+for _ in $(seq 100); do curl -fs -o /dev/null http://127.0.0.1:18280/healthz && break; sleep 0.1; done
+for _ in $(seq 100); do
+  up=$(curl -s http://127.0.0.1:18280/metrics | grep -o '"origins_up":[0-9]*' | cut -d: -f2)
+  [[ ${up:-0} == 3 ]] && break; sleep 0.1
+done
+offload "cdn-proxy, max_size = nginx's disk use ($((used >> 20)) MiB)" http://127.0.0.1:18280 "$D/zipf.txt" 8
+echo; echo "cache sizes after the mix: cdn-proxy $(curl -s http://127.0.0.1:18183/cache), nginx $((used >> 20)) MiB on disk"

@@ -232,7 +232,7 @@ impl Admin {
             Ok(PurgeBody {
                 url: Some(url),
                 prefix: None,
-            }) if url.starts_with('/') => cache.purge_key(&url),
+            }) if url.starts_with('/') => cache.purge_url(&url),
             Ok(PurgeBody {
                 url: None,
                 prefix: Some(prefix),

@@ -112,8 +112,27 @@ async fn the_range_and_conditional_matrix_matches_the_origin_cold_and_warm() {
         .unwrap()
         .to_string();
     let cases = range_matrix(&etag, &modified, size, SLICE);
+    let purge_all = || {
+        http.post(format!("http://{}/cache/purge", edge.admin))
+            .body(r#"{"prefix": "/"}"#)
+            .send()
+    };
     for round in ["cold", "warm"] {
+        if round == "warm" {
+            for file in ["clip.mp4", "sub/nested.mp4"] {
+                let r = http
+                    .get(format!("{}/videos/{file}", edge.url()))
+                    .send()
+                    .await
+                    .unwrap();
+                r.bytes().await.unwrap();
+            }
+        }
         for (file, headers) in &cases {
+            // Every cold case starts from an empty cache.
+            if round == "cold" {
+                assert_eq!(purge_all().await.unwrap().status(), 200);
+            }
             let get = |base: String| {
                 let mut req = http.get(format!("{base}/videos/{file}"));
                 for (k, v) in headers {
@@ -136,8 +155,9 @@ async fn the_range_and_conditional_matrix_matches_the_origin_cold_and_warm() {
             let several = headers
                 .iter()
                 .any(|(k, v)| *k == "range" && v.contains(','));
-            if round == "warm" && cached && !several {
-                assert_eq!(x_cache.as_deref(), Some("HIT"), "{what}");
+            if cached && !several {
+                let expected = if round == "warm" { "HIT" } else { "MISS" };
+                assert_eq!(x_cache.as_deref(), Some(expected), "{what}");
             }
             if !cached || several {
                 assert_eq!(x_cache.as_deref(), Some("BYPASS"), "{what}");
@@ -287,6 +307,11 @@ async fn a_restart_keeps_the_cache_and_discards_corrupt_and_truncated_files() {
         let r = http.get(url(&edge)).send().await.unwrap();
         assert_eq!(r.headers()["x-cache"], "MISS");
         assert!(r.bytes().await.unwrap() == media.clip);
+        // The last fill stores its slice just after its last byte went out.
+        testkit::wait_until("every slice stored", Duration::from_secs(10), || async {
+            (series(&edge, "cdn_cache_slices").await == 49.0).then_some(())
+        })
+        .await;
     }
     assert_eq!(origin_requests(&origin, &log, "/videos/clip.mp4").await, 49);
     // Slice 3's body gets a flipped byte, slice 7 loses its last byte, and
@@ -542,4 +567,29 @@ async fn purge_by_url_and_by_prefix_on_the_admin_api() {
     ] {
         assert_eq!(purge(bad).await.unwrap().status(), 400, "{bad}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cache_that_cannot_write_still_serves_every_request() {
+    let media = MediaFixture::new().unwrap();
+    let origin = start_origin_at(&media, "127.0.0.1:0", &[]);
+    let cache = tempfile::tempdir().unwrap();
+    let edge = start_proxy(&sections(&[origin.addr], cache.path(), 64 << 20), 1).await;
+    // The cache's folder becomes a file: every write fails (even for root).
+    let v1 = cache.path().join("v1");
+    std::fs::remove_dir_all(&v1).unwrap();
+    std::fs::write(&v1, "not a folder").unwrap();
+    let http = client();
+    for range in [None, Some((70_000, 200_000))] {
+        let mut req = http.get(format!("{}/videos/clip.mp4", edge.url()));
+        if let Some((a, b)) = range {
+            req = req.header("range", format!("bytes={a}-{b}"));
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), if range.is_some() { 206 } else { 200 });
+        let (a, b) = range.unwrap_or((0, media.clip.len() - 1));
+        assert!(r.bytes().await.unwrap() == media.clip[a..=b], "{range:?}");
+    }
+    assert!(series(&edge, "cdn_cache_errors_total").await >= 1.0);
+    assert_eq!(series(&edge, "cdn_cache_slices").await, 0.0);
 }

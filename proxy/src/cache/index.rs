@@ -278,10 +278,10 @@ impl Index {
         true
     }
 
-    /// Forgets every object whose key starts with `prefix`; returns how many.
-    pub fn forget_prefix(&self, prefix: &str) -> usize {
+    /// Forgets every object whose key `matches`; returns how many.
+    pub fn forget_where(&self, matches: impl Fn(&str) -> bool) -> usize {
         let hashes: Vec<ObjectHash> = (self.lock().iter())
-            .filter(|(_, s)| s.entry.meta.key.starts_with(prefix))
+            .filter(|(_, s)| matches(&s.entry.meta.key))
             .map(|(h, _)| *h)
             .collect();
         for &hash in &hashes {

@@ -81,11 +81,29 @@ impl CacheStatus {
     }
 }
 
-/// The cache key of a request: its path and query. The Host is left out:
-/// the origins behind one edge serve one catalogue, whatever name a viewer
-/// used.
-pub fn key(req: &RequestHeader) -> &str {
-    req.uri.path_and_query().map_or("/", |p| p.as_str())
+/// The cache key of a request: its path and query, then, for each of
+/// `parts` (`cache.key_headers`), a line `name: value` (empty when the
+/// request has no such header; `host` is the `Host` header or the HTTP/2
+/// authority). By default there are no parts and the Host is left out: the
+/// origins behind one edge serve one catalogue, whatever name a viewer used.
+pub fn key(req: &RequestHeader, parts: &[http::HeaderName]) -> String {
+    let mut key = req
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    for name in parts {
+        let value = req.headers.get(name).map(|v| v.as_bytes()).or_else(|| {
+            (name == http::header::HOST)
+                .then(|| req.uri.authority().map(|a| a.as_str().as_bytes()))
+                .flatten()
+        });
+        key.push('\n');
+        key.push_str(name.as_str());
+        key.push_str(": ");
+        key.push_str(&String::from_utf8_lossy(value.unwrap_or_default()));
+    }
+    key
 }
 
 /// The slice cache.
@@ -268,18 +286,21 @@ impl Cache {
         self.index.forget(hash)
     }
 
-    /// Purges the object of one key (a path and query); returns 0 or 1.
-    pub fn purge_key(&self, key: &str) -> usize {
+    /// Purges the objects of one path and query (whatever their other key
+    /// parts); returns how many.
+    pub fn purge_url(&self, url: &str) -> usize {
         self.passes
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .remove(&hash_key(key));
-        usize::from(self.forget(hash_key(key)))
+            .remove(&hash_key(url));
+        let with_parts = format!("{url}\n");
+        self.index
+            .forget_where(|key| key == url || key.starts_with(&with_parts))
     }
 
     /// Purges every object whose key starts with `prefix`; returns how many.
     pub fn purge_prefix(&self, prefix: &str) -> usize {
-        self.index.forget_prefix(prefix)
+        self.index.forget_where(|key| key.starts_with(prefix))
     }
 
     /// Changes the byte budget (on reload).
@@ -313,4 +334,30 @@ pub struct Usage {
     pub evictions: u64,
     /// Slice fills in flight.
     pub fills: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_key_is_the_path_and_query_then_the_chosen_headers() {
+        let mut req = RequestHeader::build("GET", b"/videos/a.mp4?q=1", None).unwrap();
+        req.insert_header("host", "edge.example").unwrap();
+        req.insert_header("accept-language", "fr").unwrap();
+        assert_eq!(key(&req, &[]), "/videos/a.mp4?q=1");
+        let parts = [
+            http::header::HOST,
+            http::header::ACCEPT_LANGUAGE,
+            http::HeaderName::from_static("x-absent"),
+        ];
+        assert_eq!(
+            key(&req, &parts),
+            "/videos/a.mp4?q=1\nhost: edge.example\naccept-language: fr\nx-absent: "
+        );
+        // HTTP/2: the authority stands for Host.
+        let mut h2 = RequestHeader::build("GET", b"/a.mp4", None).unwrap();
+        h2.set_uri(http::Uri::from_static("https://edge.example/a.mp4"));
+        assert_eq!(key(&h2, &parts[..1]), "/a.mp4\nhost: edge.example");
+    }
 }

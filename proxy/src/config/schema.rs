@@ -87,6 +87,9 @@ pub struct Config {
     /// `cache.status_header` parsed once when the file is read.
     #[serde(skip)]
     pub cache_status_name: Option<http::HeaderName>,
+    /// `cache.key_headers` parsed once when the file is read.
+    #[serde(skip)]
+    pub cache_key_parts: Vec<http::HeaderName>,
     /// The dashboard sidecar.
     pub dashboard: Dashboard,
 }
@@ -103,6 +106,9 @@ pub struct CacheConfig {
     /// Response header telling what the cache did (`HIT`, `MISS`, ...);
     /// empty: none.
     pub status_header: String,
+    /// Request headers whose values are part of the cache key, after the
+    /// path and query (e.g. `[host]` for origins that serve several sites).
+    pub key_headers: Vec<String>,
 }
 
 impl Default for CacheConfig {
@@ -111,6 +117,7 @@ impl Default for CacheConfig {
             dir: None,
             max_size: 1024 * 1024 * 1024,
             status_header: "X-Cache".into(),
+            key_headers: Vec::new(),
         }
     }
 }
@@ -455,6 +462,7 @@ impl Default for Config {
             media: Media::default(),
             cache: CacheConfig::default(),
             cache_status_name: Some(http::HeaderName::from_static("x-cache")),
+            cache_key_parts: Vec::new(),
             dashboard: Dashboard::default(),
         }
     }

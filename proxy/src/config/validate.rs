@@ -303,6 +303,14 @@ pub(super) fn check(c: &Config) -> Result<(), (String, String)> {
     if c.discovery.interval.is_zero() {
         return err("discovery.interval", "must be above 0, e.g. 5s".into());
     }
+    for (i, h) in c.cache.key_headers.iter().enumerate() {
+        if http::HeaderName::try_from(h.as_str()).is_err() {
+            return err(
+                &format!("cache.key_headers[{i}]"),
+                format!("{h:?} is not a header name; write e.g. host or accept-language"),
+            );
+        }
+    }
     // A budget under a few slices would evict what is being written.
     if c.cache.dir.is_some() && c.cache.max_size < 4 * c.media.slice_size {
         return err(

@@ -57,7 +57,7 @@ impl MediaPath {
         let req = session.req_header();
         let range = req.headers.get("range").and_then(|v| v.to_str().ok());
         let asked = Asked::of(range);
-        let key = cache::key(req).to_owned();
+        let key = cache::key(req, &cfg.cache_key_parts);
         let hash = cache::hash_key(&key);
         let is_get = req.method == http::Method::GET;
         if asked == Asked::Several || key.len() > cache::MAX_KEY || cache.passing(hash) {
