@@ -214,14 +214,22 @@ async fn concurrent_viewers_of_a_cold_video_cost_one_origin_fetch_per_slice() {
             })
         })
         .collect();
+    let mut statuses = Vec::new();
     for v in viewers {
-        let (range, _, bytes) = v.await.unwrap();
+        let (range, status, bytes) = v.await.unwrap();
         let (a, b) = range.unwrap_or((0, size - 1));
         assert!(
             bytes == media.clip[a..=b],
             "{range:?}: not the origin's bytes"
         );
+        statuses.push(status);
     }
+    // Viewers who joined another's fill of their first slice are hits.
+    assert!(statuses.iter().any(|s| s == "HIT"), "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| s == "HIT" || s == "MISS"),
+        "{statuses:?}"
+    );
     let fetches = origin_requests(&origin, &log, "/videos/clip.mp4").await;
     eprintln!("20 concurrent viewers, {fetches} origin requests for 49 slices");
     assert_eq!(fetches, 49, "one origin fetch per slice");

@@ -249,11 +249,11 @@ impl MediaPath {
                 hash: look.hash,
                 index,
             };
-            let mut follower = match look.cache.join(id) {
-                Joined::Follow(f) => f,
+            let (mut follower, led) = match look.cache.join(id) {
+                Joined::Follow(f) => (f, false),
                 Joined::Lead(leader, f) => {
                     self.start_fill(look, index, known.clone(), revalidate, leader);
-                    f
+                    (f, true)
                 }
             };
             match follower.head().await.as_deref() {
@@ -282,10 +282,12 @@ impl MediaPath {
                     status,
                 }) => {
                     let read = SliceRead::following(file.clone(), *body_offset, *len, follower);
-                    let status = if revalidated {
-                        CacheStatus::Revalidated
-                    } else {
-                        *status
+                    // A viewer who joined another's fill cost the origins
+                    // nothing: a hit (as Varnish counts a waited-for object).
+                    let status = match *status {
+                        _ if revalidated => CacheStatus::Revalidated,
+                        CacheStatus::Miss if !led => CacheStatus::Hit,
+                        status => status,
                     };
                     return Source::Cache {
                         entry: entry.clone(),

@@ -301,9 +301,10 @@ impl Fill {
             // A write to the page cache: microseconds, as the reads.
             writer.write(&bytes[..take]).map_err(Short::Disk)?;
             *pos += take as u64;
-            leader.wrote(*pos);
+            // Counted before the followers can send the bytes on.
             origin.add_bytes(take as u64);
             self.metrics.cache_fill_bytes.inc_by(take as u64);
+            leader.wrote(*pos);
         }
         Ok(())
     }
