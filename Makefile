@@ -44,7 +44,8 @@ test-local: deps e2e-deps ## unit, integration (real processes on 127.0.0.1), br
 	@$(MAKE) --no-print-directory test-k8s
 
 K8S_VENV := target/k8s-venv
-test-k8s: ## offline checks of deploy/k8s (strict schemas, probes, limits, names) and of the container configs
+test-k8s: ## offline checks of deploy/k8s (strict schemas, probes, limits, names), of the container configs and of the Prometheus rules (promtool)
+	@scripts/ensure-packages.sh promtool:prometheus
 	@[ -x $(K8S_VENV)/bin/kubernetes-validate ] || { python3 -m venv $(K8S_VENV) && \
 	  $(K8S_VENV)/bin/pip install -q --disable-pip-version-check -r deploy/test/requirements.txt; }
 	$(CARGO) build -q -p cdn-proxy

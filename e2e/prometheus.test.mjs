@@ -24,7 +24,9 @@ test('Prometheus scrapes the proxy and every origin, all targets up', async () =
   const dir = mkdtempSync(join(tmpdir(), 'cdn-e2e-prom-data-'));
   const config = readFileSync(resolve(import.meta.dirname, '..', 'conf', 'prometheus.local.yml'), 'utf8')
     .replace('"127.0.0.1:8080"', `"${new URL(proxy.url).host}"`)
-    .replace('["127.0.0.1:9101", "127.0.0.1:9102", "127.0.0.1:9103"]', JSON.stringify(origins.map((o) => o.addr)));
+    .replace('["127.0.0.1:9101", "127.0.0.1:9102", "127.0.0.1:9103"]', JSON.stringify(origins.map((o) => o.addr)))
+    // The rules file, relative to conf/ in the repository.
+    .replace('"../deploy/prometheus/rules.yml"', JSON.stringify(resolve(import.meta.dirname, '..', 'deploy', 'prometheus', 'rules.yml')));
   assert.ok(config.includes('scrape_interval: 1s') && config.includes(JSON.stringify(origins.map((o) => o.addr))));
   writeFileSync(join(dir, 'prometheus.yml'), config);
   const port = await freePort();
@@ -51,4 +53,19 @@ test('Prometheus scrapes the proxy and every origin, all targets up', async () =
   assert.equal(up.length, 2);
   const originSeries = await query('origin_requests_total{code="2xx"}');
   assert.equal(originSeries.length, 2, 'both origins scraped');
+
+  // The rules are loaded and evaluated: recording rules give series, no alert rule errs.
+  const groups = (await (await fetch(`${api}/rules`)).json()).data.groups;
+  assert.deepEqual(groups.map((g) => g.name).sort(), ['cdn.alerts', 'cdn.recording']);
+  await waitFor('recording rules evaluated', async () => {
+    const g = (await (await fetch(`${api}/rules`)).json()).data.groups;
+    const rules = g.flatMap((x) => x.rules);
+    return { ok: rules.every((r) => r.health === 'ok'), value: rules.filter((r) => r.health !== 'ok') };
+  });
+  const rate = await waitFor('cdn:requests:rate1m', async () => {
+    await (await fetch(`${proxy.url}/`)).arrayBuffer();   // traffic for the rate
+    const r = await query('cdn:requests:rate1m{code="2xx"}');
+    return { ok: r.length === 1 && Number(r[0].value[1]) > 0, value: r };
+  });
+  assert.ok(rate.length === 1);
 });

@@ -9,6 +9,7 @@ across files, and the configs the manifests and compose carry passing
 
 import glob
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -148,6 +149,12 @@ class Workloads(unittest.TestCase):
         with open(os.path.join(ROOT, "prometheus.yml")) as fh:
             self.assertEqual(find("ConfigMap", "prometheus-config")["data"]["prometheus.yml"], fh.read())
 
+    def test_the_prometheus_configmap_holds_the_repositorys_rules(self):
+        with open(os.path.join(ROOT, "deploy", "prometheus", "rules.yml")) as fh:
+            self.assertEqual(find("ConfigMap", "prometheus-config")["data"]["rules.yml"], fh.read())
+        prom = yaml.safe_load(find("ConfigMap", "prometheus-config")["data"]["prometheus.yml"])
+        self.assertEqual(prom["rule_files"], ["rules.yml"])
+
     def test_the_proxy_scrape_target_is_a_port_of_the_proxy_service(self):
         prom = yaml.safe_load(find("ConfigMap", "prometheus-config")["data"]["prometheus.yml"])
         job = next(j for j in prom["scrape_configs"] if j["job_name"] == "cdn-proxy")
@@ -185,3 +192,39 @@ class Configs(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class Rules(unittest.TestCase):
+    """deploy/prometheus/rules.yml: valid, unit-tested, and every alert actionable."""
+
+    DIR = os.path.join(ROOT, "deploy", "prometheus")
+
+    def promtool(self, *args):
+        tool = shutil.which("promtool")
+        self.assertIsNotNone(tool, "promtool is needed (Debian: apt-get install prometheus)")
+        out = subprocess.run([tool, *args], cwd=self.DIR, capture_output=True, text=True)
+        self.assertEqual(out.returncode, 0, out.stdout + out.stderr)
+
+    def test_promtool_checks_the_rules(self):
+        self.promtool("check", "rules", "rules.yml")
+
+    def test_promtool_unit_tests_pass(self):
+        self.promtool("test", "rules", "rules.test.yml")
+
+    def test_every_alert_has_a_severity_a_summary_and_a_runbook(self):
+        with open(os.path.join(self.DIR, "rules.yml")) as fh:
+            groups = yaml.safe_load(fh)["groups"]
+        alerts = [r for g in groups for r in g["rules"] if "alert" in r]
+        self.assertGreaterEqual(len(alerts), 8)
+        for a in alerts:
+            self.assertIn(a["labels"].get("severity"), {"critical", "warning", "info"}, a["alert"])
+            self.assertTrue(a["annotations"].get("summary"), a["alert"])
+            self.assertTrue(a["annotations"].get("runbook"), a["alert"])
+
+    def test_compose_and_the_local_config_load_the_same_rules(self):
+        with open(os.path.join(ROOT, "deploy", "compose.yaml")) as fh:
+            compose = yaml.safe_load(fh)
+        self.assertIn("./prometheus/rules.yml:/etc/prometheus/rules.yml:ro", compose["services"]["prometheus"]["volumes"])
+        with open(os.path.join(ROOT, "conf", "prometheus.local.yml")) as fh:
+            local = yaml.safe_load(fh)
+        self.assertEqual(local["rule_files"], ["../deploy/prometheus/rules.yml"])

@@ -173,6 +173,7 @@ fn run(args: Args, config: config::Config) -> anyhow::Result<()> {
     let dashboard = config.dashboard.clone();
     let admin_listen = config.admin_listen;
     let budget = Arc::new(retry_budget::RetryBudget::new(&config.retry));
+    prometheus::register(Box::new(budget.refused.clone()))?;
     let config = Arc::new(ArcSwap::from_pointee(config));
     let registry = Arc::new(origins::Registry::default());
     let ratings = Arc::new(select::Ratings::default());

@@ -17,6 +17,8 @@ pub const TTL: Duration = Duration::from_secs(10);
 /// reload changes them.
 pub struct RetryBudget {
     current: ArcSwap<(Retry, TpsBudget)>,
+    /// `cdn_retry_budget_exhausted_total` (registered by `main.rs`).
+    pub refused: prometheus::IntCounter,
 }
 
 fn budget(cfg: &Retry) -> TpsBudget {
@@ -30,6 +32,11 @@ impl RetryBudget {
     pub fn new(cfg: &Retry) -> Self {
         RetryBudget {
             current: ArcSwap::from_pointee((cfg.clone(), budget(cfg))),
+            refused: prometheus::IntCounter::new(
+                "cdn_retry_budget_exhausted_total",
+                "Retries the budget refused (the request got the failed attempt's answer).",
+            )
+            .expect("a valid metric name"),
         }
     }
 
@@ -50,9 +57,13 @@ impl RetryBudget {
         self.with(cfg, TpsBudget::deposit);
     }
 
-    /// Takes one retry if the budget allows it.
+    /// Takes one retry if the budget allows it; a refusal is counted.
     pub fn try_withdraw(&self, cfg: &Retry) -> bool {
-        self.with(cfg, TpsBudget::withdraw)
+        let allowed = self.with(cfg, TpsBudget::withdraw);
+        if !allowed {
+            self.refused.inc();
+        }
+        allowed
     }
 }
 
