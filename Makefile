@@ -9,7 +9,8 @@ MEDIA ?= media
 # Containers: `docker compose` (v2) where it exists, else `docker-compose` (v1.29).
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 PROJECT ?= cdn
-DC = $(COMPOSE) -p $(PROJECT) -f deploy/compose.yaml
+# The `grafana` profile: Grafana comes up with the rest (the Docker e2e test leaves it out).
+DC = COMPOSE_PROFILES=grafana $(COMPOSE) -p $(PROJECT) -f deploy/compose.yaml
 SCALE ?= 3
 N ?= $(SCALE)
 
@@ -59,7 +60,7 @@ prometheus: ## run Prometheus (Debian's package) with conf/prometheus.local.yml 
 	prometheus --config.file=conf/prometheus.local.yml --storage.tsdb.path=$${TMPDIR:-/tmp}/cdn-prometheus \
 	  --web.listen-address=127.0.0.1:9090
 
-up: sample ## build the images and run proxy, $(SCALE) origins and Prometheus in containers (http://localhost/)
+up: sample ## build the images and run proxy, $(SCALE) origins, Prometheus and Grafana in containers (http://localhost/, Grafana on http://127.0.0.1:3000/)
 	$(DC) up -d --build --scale origin=$(SCALE)
 
 down: ## stop and remove the containers

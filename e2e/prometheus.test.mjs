@@ -68,4 +68,22 @@ test('Prometheus scrapes the proxy and every origin, all targets up', async () =
     return { ok: r.length === 1 && Number(r[0].value[1]) > 0, value: r };
   });
   assert.ok(rate.length === 1);
+
+  // Every query of the Grafana dashboard parses and runs here; the traffic
+  // and origin panels have data.
+  const dashboard = JSON.parse(readFileSync(resolve(import.meta.dirname, '..', 'deploy', 'grafana', 'dashboards', 'cdn.json'), 'utf8'));
+  const exprs = dashboard.panels.flatMap((p) => (p.targets ?? []).map((t) => ({ title: p.title, expr: t.expr.replaceAll('$__rate_interval', '10s') })));
+  assert.ok(exprs.length >= 20, `${exprs.length} queries`);
+  for (const { title, expr } of exprs) {
+    const r = await (await fetch(`${api}/query?query=${encodeURIComponent(expr)}`)).json();
+    assert.equal(r.status, 'success', `${title}: ${expr}: ${JSON.stringify(r)}`);
+  }
+  for (const title of ['Requests per second, by status class', 'TTFB heatmap', 'Load score (tier bounds 25/50/75 by default)', 'Origins up']) {
+    const { expr } = exprs.find((e) => e.title === title);
+    await waitFor(`data for "${title}"`, async () => {
+      await (await fetch(`${proxy.url}/`)).arrayBuffer();
+      const r = await query(expr);
+      return { ok: r.length > 0, value: r };
+    });
+  }
 });

@@ -8,6 +8,7 @@ across files, and the configs the manifests and compose carry passing
 """
 
 import glob
+import json
 import os
 import shutil
 import subprocess
@@ -228,3 +229,56 @@ class Rules(unittest.TestCase):
         with open(os.path.join(ROOT, "conf", "prometheus.local.yml")) as fh:
             local = yaml.safe_load(fh)
         self.assertEqual(local["rule_files"], ["../deploy/prometheus/rules.yml"])
+
+
+class Grafana(unittest.TestCase):
+    """deploy/grafana/: the dashboard is importable by hand and provisioned in compose."""
+
+    DIR = os.path.join(ROOT, "deploy", "grafana")
+
+    def dashboard(self):
+        with open(os.path.join(self.DIR, "dashboards", "cdn.json")) as fh:
+            return json.load(fh)
+
+    def test_every_panel_queries_the_chosen_data_source_and_fits_the_grid(self):
+        d = self.dashboard()
+        self.assertEqual(d["uid"], "cdn-edge")
+        # The data source is a variable: provisioned, it is the compose one;
+        # imported by hand, Grafana asks for one.
+        var = d["templating"]["list"][0]
+        self.assertEqual((var["name"], var["type"], var["query"]), ("datasource", "datasource", "prometheus"))
+        panels = [p for p in d["panels"] if p["type"] != "row"]
+        self.assertGreaterEqual(len(panels), 15)
+        ids = [p["id"] for p in d["panels"]]
+        self.assertEqual(len(ids), len(set(ids)), "panel ids are unique")
+        kinds = {p["type"] for p in panels}
+        self.assertIn("heatmap", kinds, "latency as a heatmap from the histogram")
+        for p in panels:
+            g = p["gridPos"]
+            self.assertLessEqual(g["x"] + g["w"], 24, p["title"])
+            self.assertEqual(p["datasource"]["uid"], "${datasource}", p["title"])
+            self.assertTrue(p["targets"], p["title"])
+            for t in p["targets"]:
+                self.assertEqual(t["datasource"]["uid"], "${datasource}", p["title"])
+                self.assertTrue(t["expr"].strip(), p["title"])
+
+    def test_the_dashboard_shows_what_the_issue_asks(self):
+        exprs = " ".join(t["expr"] for p in self.dashboard()["panels"] for t in p.get("targets", []))
+        for needed in ["cdn_ttfb_seconds_bucket", "cdn:origin_5xx:ratio_rate5m", "cdn:retry_budget_exhausted:rate5m",
+                       "cdn:cache_hit:ratio_rate5m", "cdn:origin_offload:ratio_rate5m", "cdn_origin_score"]:
+            self.assertIn(needed, exprs)
+
+    def test_compose_provisions_the_data_source_and_the_dashboard(self):
+        with open(os.path.join(ROOT, "deploy", "compose.yaml")) as fh:
+            g = yaml.safe_load(fh)["services"]["grafana"]
+        self.assertIn("./grafana/provisioning:/etc/grafana/provisioning:ro", g["volumes"])
+        self.assertIn("./grafana/dashboards:/var/lib/grafana/dashboards:ro", g["volumes"])
+        self.assertTrue(g["image"].split(":")[-1][0].isdigit(), "a pinned Grafana version")
+        self.assertEqual(g["profiles"], ["grafana"], "the registry-less Docker e2e leaves it out")
+        self.assertTrue(any(p.startswith("127.0.0.1:") for p in g["ports"]), "published on loopback only")
+        with open(os.path.join(self.DIR, "provisioning", "datasources", "prometheus.yml")) as fh:
+            ds = yaml.safe_load(fh)["datasources"][0]
+        self.assertEqual((ds["type"], ds["url"]), ("prometheus", "http://prometheus:9090"))
+        with open(os.path.join(self.DIR, "provisioning", "dashboards", "cdn.yml")) as fh:
+            provider = yaml.safe_load(fh)["providers"][0]
+        self.assertEqual(provider["options"]["path"], "/var/lib/grafana/dashboards")
