@@ -135,33 +135,57 @@ class Workloads(unittest.TestCase):
             listed = yaml.safe_load(fh)["resources"]
         self.assertEqual(sorted(listed), sorted(os.path.basename(f) for f in manifests()))
 
-    def test_origins_are_found_through_a_headless_service_by_proxy_and_prometheus(self):
+    def test_origins_are_found_through_a_headless_service_by_the_proxy(self):
         svc = find("Service", "origin")
         self.assertEqual(svc["spec"]["clusterIP"], "None", "headless: one A record per pod")
         self.assertEqual(svc["spec"]["selector"], find("Deployment", "origin")["spec"]["selector"]["matchLabels"])
         port = svc["spec"]["ports"][0]["port"]
         cdn = yaml.safe_load(find("ConfigMap", "cdn-proxy-config")["data"]["cdn.yaml"])
         self.assertEqual(cdn["origins"], [{"dns": f"origin:{port}"}])
-        prom = yaml.safe_load(find("ConfigMap", "prometheus-config")["data"]["prometheus.yml"])
-        sd = [c for job in prom["scrape_configs"] for c in job.get("dns_sd_configs", [])]
-        self.assertEqual([(c["names"], c["port"]) for c in sd], [(["origin"], port)])
 
-    def test_the_prometheus_configmap_is_the_repositorys_prometheus_yml(self):
-        with open(os.path.join(ROOT, "prometheus.yml")) as fh:
-            self.assertEqual(find("ConfigMap", "prometheus-config")["data"]["prometheus.yml"], fh.read())
-
-    def test_the_prometheus_configmap_holds_the_repositorys_rules(self):
+    def test_the_prometheus_configmap_is_the_repositorys_k8s_config_and_rules(self):
+        data = find("ConfigMap", "prometheus-config")["data"]
+        with open(os.path.join(K8S, "prometheus.k8s.yml")) as fh:
+            self.assertEqual(data["prometheus.yml"], fh.read())
         with open(os.path.join(ROOT, "deploy", "prometheus", "rules.yml")) as fh:
-            self.assertEqual(find("ConfigMap", "prometheus-config")["data"]["rules.yml"], fh.read())
-        prom = yaml.safe_load(find("ConfigMap", "prometheus-config")["data"]["prometheus.yml"])
+            self.assertEqual(data["rules.yml"], fh.read())
+        prom = yaml.safe_load(data["prometheus.yml"])
         self.assertEqual(prom["rule_files"], ["rules.yml"])
+        with open(os.path.join(ROOT, "prometheus.yml")) as fh:
+            self.assertEqual(prom["global"], yaml.safe_load(fh)["global"], "scraped as often as under compose")
 
-    def test_the_proxy_scrape_target_is_a_port_of_the_proxy_service(self):
+    def test_prometheus_scrapes_every_proxy_and_origin_pod_on_its_own(self):
         prom = yaml.safe_load(find("ConfigMap", "prometheus-config")["data"]["prometheus.yml"])
-        job = next(j for j in prom["scrape_configs"] if j["job_name"] == "cdn-proxy")
-        host, port = job["static_configs"][0]["targets"][0].split(":")
-        self.assertEqual(host, "proxy")
-        self.assertIn(int(port), [p["port"] for p in find("Service", "proxy")["spec"]["ports"]])
+        for job, app in [("cdn-proxy", "proxy"), ("cdn-origin", "origin")]:
+            scrape = next(j for j in prom["scrape_configs"] if j["job_name"] == job)
+            self.assertEqual([c["role"] for c in scrape["kubernetes_sd_configs"]], ["pod"], job)
+            keep = {tuple(r["source_labels"]): r["regex"] for r in scrape["relabel_configs"] if r.get("action") == "keep"}
+            pod = find("Deployment", app)["spec"]["template"]
+            label = pod["metadata"]["labels"]["app.kubernetes.io/name"]
+            self.assertEqual(keep[("__meta_kubernetes_pod_label_app_kubernetes_io_name",)], label, job)
+            ports = [p["name"] for c in pod["spec"]["containers"] for p in c.get("ports", [])]
+            self.assertIn(keep[("__meta_kubernetes_pod_container_port_name",)], ports, job)
+        # Prometheus may list the pods of its namespace, and nothing else.
+        spec = find("Deployment", "prometheus")["spec"]["template"]["spec"]
+        self.assertEqual(spec["serviceAccountName"], "prometheus")
+        role = find("Role", "prometheus-pods")
+        self.assertEqual(role["rules"], [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}])
+        binding = find("RoleBinding", "prometheus-pods")
+        self.assertEqual(binding["subjects"], [{"kind": "ServiceAccount", "name": "prometheus"}])
+
+    def test_prometheus_operator_users_get_pod_monitors_and_the_same_rules(self):
+        with open(os.path.join(K8S, "operator", "monitoring.yaml")) as fh:
+            docs = list(yaml.safe_load_all(fh))
+        monitors = {d["metadata"]["name"]: d["spec"] for d in docs if d["kind"] == "PodMonitor"}
+        self.assertEqual(monitors["cdn-proxy"]["podMetricsEndpoints"][0]["path"], "/prometheus")
+        self.assertEqual(monitors["cdn-origin"]["podMetricsEndpoints"][0]["path"], "/metrics")
+        for name, app in [("cdn-proxy", "proxy"), ("cdn-origin", "origin")]:
+            labels = find("Deployment", app)["spec"]["template"]["metadata"]["labels"]
+            for k, v in monitors[name]["selector"]["matchLabels"].items():
+                self.assertEqual(labels[k], v)
+        rule = next(d for d in docs if d["kind"] == "PrometheusRule")
+        with open(os.path.join(ROOT, "deploy", "prometheus", "rules.yml")) as fh:
+            self.assertEqual(rule["spec"]["groups"], yaml.safe_load(fh)["groups"])
 
 
 class Configs(unittest.TestCase):
@@ -221,6 +245,14 @@ class Rules(unittest.TestCase):
             self.assertIn(a["labels"].get("severity"), {"critical", "warning", "info"}, a["alert"])
             self.assertTrue(a["annotations"].get("summary"), a["alert"])
             self.assertTrue(a["annotations"].get("runbook"), a["alert"])
+
+    def test_promtool_checks_the_compose_and_local_configs(self):
+        with tempfile.TemporaryDirectory() as d:
+            # As compose mounts them: side by side.
+            shutil.copy(os.path.join(ROOT, "prometheus.yml"), d)
+            shutil.copy(os.path.join(self.DIR, "rules.yml"), d)
+            self.promtool("check", "config", os.path.join(d, "prometheus.yml"))
+        self.promtool("check", "config", os.path.join(ROOT, "conf", "prometheus.local.yml"))
 
     def test_compose_and_the_local_config_load_the_same_rules(self):
         with open(os.path.join(ROOT, "deploy", "compose.yaml")) as fh:
