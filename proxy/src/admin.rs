@@ -63,6 +63,7 @@ fn authorized(req: &pingora::http::RequestHeader, token: &str) -> bool {
 struct OriginView<'a> {
     address: &'a str,
     source: &'a str,
+    pools: Vec<String>,
     state: State,
     operator_drained: bool,
     capacity: f64,
@@ -76,6 +77,7 @@ impl<'a> From<&'a Origin> for OriginView<'a> {
         OriginView {
             address: &o.label,
             source: &o.source,
+            pools: crate::origins::pools::names(o.pools()),
             state: o.state(),
             operator_drained: o.health.operator_drained(),
             capacity: o.capacity(),

@@ -53,7 +53,11 @@ impl Discovery {
         let cfg = self.config.load_full();
         let mut state = self.state.lock().await;
         let mut listed = Vec::new();
+        // Each address's pools: an address listed in several entries is in each of their pools.
+        let mut pools: HashMap<SocketAddr, u64> = HashMap::new();
         for entry in &cfg.origins {
+            // The config was checked: every name has a bit.
+            let bit = crate::origins::pools::bit(&entry.pool).unwrap_or(0);
             let (source, addrs) = if let Some(a) = &entry.address {
                 let addrs = match tokio::net::lookup_host(a.as_str()).await {
                     Ok(mut it) => it.next().into_iter().collect(),
@@ -72,9 +76,15 @@ impl Discovery {
                 let o = self.registry.get_or_insert(addr, &source, entry.capacity);
                 o.set_configured_capacity(entry.capacity);
                 o.health.set_gone(false);
+                *pools.entry(addr).or_default() |= bit;
                 listed.push(o);
             }
         }
+        for o in &listed {
+            o.set_pools(pools.get(&o.addr).copied().unwrap_or(0));
+        }
+        listed.sort_by_key(|o| o.addr);
+        listed.dedup_by_key(|o| o.addr);
         let now: HashSet<SocketAddr> = listed.iter().map(|o| o.addr).collect();
         for o in self.registry.all() {
             if !now.contains(&o.addr) {

@@ -69,6 +69,8 @@ pub struct Ctx {
     last: Option<Arc<Origin>>,
     /// Origins already tried for this request (inline: no allocation per request).
     tried: SmallVec<[SocketAddr; 4]>,
+    /// The pool of the request's route (`routes[].pool`): only its origins serve it.
+    pool: u64,
     /// When the current attempt's connection was ready (its request about to be sent).
     sent_at: Option<Instant>,
     /// The current attempt ended with a 502/503 we chose to retry.
@@ -206,6 +208,7 @@ impl ProxyHttp for Edge {
             origin: None,
             last: None,
             tried: SmallVec::new(),
+            pool: 0,
             sent_at: None,
             retry_status: false,
             no_origin: false,
@@ -228,7 +231,8 @@ impl ProxyHttp for Edge {
             session.set_keepalive(None);
         }
         let route = Route::of(session.req_header().uri.path(), &ctx.config);
-        if let Route::Origin { .. } = route {
+        if let Route::Origin { pool, .. } = route {
+            ctx.pool = pool;
             let cfg = &ctx.config;
             if cfg.redirect_to_https && !is_tls(session) {
                 ctx.local = Some("https_redirect");
@@ -252,12 +256,15 @@ impl ProxyHttp for Edge {
         match route {
             // Boxed, and only for media GETs: the media path's future is
             // large, and every request's filter future would carry (and copy) it.
-            Route::Origin { media: true, cache }
-                if self.media.takes(session, &ctx.config, cache) =>
-            {
+            Route::Origin {
+                media: true,
+                cache,
+                pool,
+            } if self.media.takes(session, &ctx.config, cache) => {
+                let route = crate::media::RouteUse { cache, pool };
                 let served = self
                     .media
-                    .serve(session, &ctx.config, &mut ctx.media, cache);
+                    .serve(session, &ctx.config, &mut ctx.media, route);
                 match Box::pin(served).await {
                     Ok(Served::Done) => Ok(true),
                     Ok(Served::Proxy) => {
@@ -298,7 +305,7 @@ impl ProxyHttp for Edge {
             .wait(ctx.config.health.timeout + Duration::from_millis(500))
             .await;
         let key = session.req_header().uri.path().as_bytes();
-        let picked = self.balancer.pick(&ctx.config.selection, key, &ctx.tried);
+        let picked = (self.balancer).pick(&ctx.config.selection, key, &ctx.tried, ctx.pool);
         let Some(origin) = picked else {
             if let Some(code) = ctx.last_failure {
                 // Every origin left has been tried: answer as the last attempt failed.

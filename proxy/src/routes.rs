@@ -13,6 +13,8 @@ pub enum Route {
         media: bool,
         /// Media GETs on this route use the cache (when there is one).
         cache: bool,
+        /// The bit of the route's pool: only origins in it serve the route.
+        pool: u64,
     },
     /// `endpoints.healthz`: the proxy's own liveness.
     Healthz,
@@ -58,6 +60,7 @@ impl Route {
             .map_or(Route::NotFound, |r: &OriginRoute| Route::Origin {
                 media: r.media,
                 cache: r.cache,
+                pool: r.pool_bit,
             })
     }
 }
@@ -75,6 +78,10 @@ fn covers(prefix: &str, path: &str) -> bool {
 mod tests {
     use super::*;
 
+    fn default_bit() -> u64 {
+        crate::origins::pools::bit("default").unwrap()
+    }
+
     fn cfg(extra: &str) -> Config {
         let text = format!("origins:\n  - address: 127.0.0.1:9101\n{extra}");
         Config::parse(&text, "cdn.yaml").unwrap()
@@ -86,6 +93,7 @@ mod tests {
         let origin = Route::Origin {
             media: true,
             cache: true,
+            pool: default_bit(),
         };
         for (path, route) in [
             ("/", origin),
@@ -112,6 +120,7 @@ mod tests {
         let vod = Route::Origin {
             media: true,
             cache: true,
+            pool: default_bit(),
         };
         for (path, route) in [
             ("/videos", vod),
@@ -121,6 +130,7 @@ mod tests {
                 Route::Origin {
                     media: false,
                     cache: false,
+                    pool: default_bit(),
                 },
             ),
             ("/videosx", Route::NotFound),

@@ -86,6 +86,14 @@ fn bad_configs_are_refused_with_file_key_and_fix() {
             "FILE: forwarded.trusted_proxies[1]: \"lan\" is not an address or CIDR range; write e.g. 10.0.0.0/8",
         ),
         (
+            format!("{o}routes: [{{prefix: /}}, {{prefix: /archive, pool: archive}}]\n"),
+            "FILE: routes[1].pool: no origin is in pool \"archive\"; give some origins `pool: archive`, or use one of: default",
+        ),
+        (
+            format!("{o}cache: {{dir: /tmp/x, max_size: 1000}}\n"),
+            "FILE: cache.max_size: 1000 bytes is less than four slices",
+        ),
+        (
             format!("{o}request_id_header: \"x request\"\n"),
             "FILE: request_id_header: \"x request\" is not a valid header name",
         ),

@@ -90,3 +90,102 @@ async fn slices_at(edge: &Edge, path: &str) -> f64 {
         .expect("the counter is exported");
     line.rsplit(' ').next().unwrap().parse().unwrap()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_route_is_served_by_its_own_pool_of_origins() {
+    let media = MediaFixture::new().unwrap();
+    let main = start_origins(&media, 2);
+    let archive = start_origin_at(&media, "127.0.0.1:0", &[]);
+    let mut sections = default_sections(&[]);
+    sections.insert(
+        "origins",
+        format!(
+            "\n  - {{address: {}}}\n  - {{address: {}}}\n  - {{address: {}, pool: archive}}",
+            main[0].addr, main[1].addr, archive.addr
+        ),
+    );
+    // The archive on the media path (/videos/sub) and the plain path (/sub).
+    sections.insert(
+        "routes",
+        "[{prefix: /}, {prefix: /videos/sub, pool: archive}, {prefix: /sub, pool: archive, media: false}]".into(),
+    );
+    let edge = start_proxy(&sections, 3).await;
+    let http = client();
+    let served_by = |path: &'static str| {
+        let http = http.clone();
+        let url = format!("{}{path}", edge.url());
+        async move {
+            let r = http.get(url).send().await.unwrap();
+            assert!(r.status().is_success(), "{path}: {}", r.status());
+            let by = r.headers()["x-served-by"].to_str().unwrap().to_string();
+            r.bytes().await.unwrap();
+            by
+        }
+    };
+    let main_addrs: Vec<String> = main.iter().map(|o| o.addr.to_string()).collect();
+    let mut main_seen = std::collections::HashSet::new();
+    for _ in 0..20 {
+        let by = served_by("/videos/clip.mp4").await;
+        assert!(main_addrs.contains(&by), "the default pool served {by}");
+        main_seen.insert(by);
+        assert_eq!(
+            served_by("/videos/sub/nested.mp4").await,
+            archive.addr.to_string()
+        );
+        assert_eq!(served_by("/sub/nested.mp4").await, archive.addr.to_string());
+    }
+    assert_eq!(
+        main_seen.len(),
+        2,
+        "both origins of the default pool served"
+    );
+    // The admin API lists each origin's pools.
+    let origins: serde_json::Value = http
+        .get(format!("http://{}/origins", edge.admin))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let pools_of = |addr: String| {
+        origins
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["address"] == addr.as_str())
+            .map(|o| o["pools"].clone())
+            .unwrap()
+    };
+    assert_eq!(
+        pools_of(archive.addr.to_string()),
+        serde_json::json!(["archive"])
+    );
+    assert_eq!(
+        pools_of(main_addrs[0].clone()),
+        serde_json::json!(["default"])
+    );
+    // With its pool's only origin gone, a route is not served by another pool.
+    drop(archive);
+    let gone = testkit::wait_until(
+        "the archive route fails",
+        std::time::Duration::from_secs(10),
+        || async {
+            let r = http
+                .get(format!("{}/sub/nested.mp4", edge.url()))
+                .send()
+                .await
+                .unwrap();
+            r.status().is_server_error().then_some(r)
+        },
+    )
+    .await;
+    assert!(gone.headers().get("x-served-by").is_none());
+    let r = http
+        .get(format!("{}/videos/sub/nested.mp4", edge.url()))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_server_error(), "{}", r.status());
+    assert!(main_addrs.contains(&served_by("/videos/clip.mp4").await));
+}

@@ -86,6 +86,10 @@ impl Config {
         config.request_id_name = http::HeaderName::try_from(config.request_id_header.as_str()).ok();
         config.cache_status_name =
             http::HeaderName::try_from(config.cache.status_header.as_str()).ok();
+        // Checked by `validate::check` above: every name has a bit.
+        for r in &mut config.routes {
+            r.pool_bit = crate::origins::pools::bit(&r.pool).unwrap_or(0);
+        }
         config.routes_by_length = (0..config.routes.len()).collect();
         (config.routes_by_length)
             .sort_by_key(|&i| std::cmp::Reverse(config.routes[i].prefix.len()));

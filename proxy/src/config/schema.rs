@@ -161,6 +161,12 @@ pub struct OriginRoute {
     /// `cache.dir` is set); off: always fetched.
     #[serde(default = "yes")]
     pub cache: bool,
+    /// The origins that serve it: those whose `pool` is this.
+    #[serde(default = "default_pool")]
+    pub pool: String,
+    /// `pool`'s bit (`origins/pools.rs`), set when the file is read.
+    #[serde(skip)]
+    pub pool_bit: u64,
 }
 
 /// Paths of the proxy's own endpoints; `""` switches one off (its path then
@@ -360,6 +366,14 @@ pub struct OriginEntry {
     /// Relative capacity (weight): 2.0 takes about twice the traffic of 1.0.
     #[serde(default = "one")]
     pub capacity: f64,
+    /// The pool it serves (`routes[].pool`); an address listed in several
+    /// entries is in each of their pools.
+    #[serde(default = "default_pool")]
+    pub pool: String,
+}
+
+fn default_pool() -> String {
+    crate::origins::pools::DEFAULT_POOL.to_owned()
 }
 
 fn one() -> f64 {
@@ -447,6 +461,9 @@ impl Default for Config {
                 prefix: "/".into(),
                 media: true,
                 cache: true,
+                pool: default_pool(),
+                pool_bit: crate::origins::pools::bit(crate::origins::pools::DEFAULT_POOL)
+                    .unwrap_or(1),
             }],
             routes_by_length: vec![0],
             endpoints: Endpoints::default(),

@@ -303,6 +303,50 @@ pub(super) fn check(c: &Config) -> Result<(), (String, String)> {
     if c.discovery.interval.is_zero() {
         return err("discovery.interval", "must be above 0, e.g. 5s".into());
     }
+    let pools: HashSet<&str> = c.origins.iter().map(|o| o.pool.as_str()).collect();
+    for (i, o) in c.origins.iter().enumerate() {
+        let well_formed = !o.pool.is_empty()
+            && o.pool.len() <= 64
+            && o.pool
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !well_formed {
+            return err(
+                &format!("origins[{i}].pool"),
+                format!(
+                    "{:?} is not a pool name; use letters, digits, '-' and '_' (at most 64)",
+                    o.pool
+                ),
+            );
+        }
+    }
+    for (i, r) in c.routes.iter().enumerate() {
+        if !pools.contains(r.pool.as_str()) {
+            let mut known: Vec<&str> = pools.iter().copied().collect();
+            known.sort_unstable();
+            return err(
+                &format!("routes[{i}].pool"),
+                format!(
+                    "no origin is in pool {:?}; give some origins `pool: {}`, or use one of: {}",
+                    r.pool,
+                    r.pool,
+                    known.join(", ")
+                ),
+            );
+        }
+    }
+    if pools
+        .iter()
+        .any(|p| crate::origins::pools::bit(p).is_none())
+    {
+        return err(
+            "origins",
+            format!(
+                "more than {} pool names since the proxy started; restart it to use new ones",
+                crate::origins::pools::MAX_POOLS
+            ),
+        );
+    }
     for (i, h) in c.cache.key_headers.iter().enumerate() {
         if http::HeaderName::try_from(h.as_str()).is_err() {
             return err(

@@ -43,6 +43,8 @@ struct Lookup<'a> {
     template: &'a RequestHeader,
     key: &'a str,
     hash: ObjectHash,
+    /// The route's pool.
+    pool: u64,
 }
 
 impl MediaPath {
@@ -53,6 +55,7 @@ impl MediaPath {
         session: &mut Session,
         cfg: &Arc<Config>,
         report: &mut Report,
+        pool: u64,
     ) -> Result<Served, Failed> {
         let req = session.req_header();
         let range = req.headers.get("range").and_then(|v| v.to_str().ok());
@@ -61,7 +64,7 @@ impl MediaPath {
         let hash = cache::hash_key(&key);
         let is_get = req.method == http::Method::GET;
         if asked == Asked::Several || key.len() > cache::MAX_KEY || cache.passing(hash) {
-            return self.bypass(session, cfg, report, is_get).await;
+            return self.bypass(session, cfg, report, is_get, pool).await;
         }
         self.warmup
             .wait(cfg.health.timeout + std::time::Duration::from_millis(500))
@@ -73,6 +76,7 @@ impl MediaPath {
             template: &template,
             key: &key,
             hash,
+            pool,
         };
         let slice = cfg.media.slice_size;
         let known = cache.entry(hash);
@@ -116,7 +120,7 @@ impl MediaPath {
                 read,
                 status,
             } => (entry, read, status),
-            Source::Origin => return self.bypass(session, cfg, report, is_get).await,
+            Source::Origin => return self.bypass(session, cfg, report, is_get, pool).await,
         };
         report.cache = Some(status);
         self.metrics.cache_requests[status.index()].inc();
@@ -125,7 +129,7 @@ impl MediaPath {
             Outcome::Full if object.size > 0 => (200, Some(0..=object.size - 1)),
             Outcome::Full => (200, None),
             Outcome::Partial(r) if r.len() == 1 => (206, Some(r[0].clone())),
-            Outcome::Partial(_) => return self.bypass(session, cfg, report, is_get).await,
+            Outcome::Partial(_) => return self.bypass(session, cfg, report, is_get, pool).await,
             Outcome::NotModified => (304, None),
             Outcome::PreconditionFailed => (412, None),
             Outcome::Unsatisfiable => (416, None),
@@ -169,13 +173,14 @@ impl MediaPath {
         cfg: &Arc<Config>,
         report: &mut Report,
         is_get: bool,
+        pool: u64,
     ) -> Result<Served, Failed> {
         report.cache = Some(CacheStatus::Bypass);
         self.metrics.cache_requests[CacheStatus::Bypass.index()].inc();
         if !is_get {
             return Ok(Served::Proxy);
         }
-        Box::pin(self.serve_fetched(session, cfg, report)).await
+        Box::pin(self.serve_fetched(session, cfg, report, pool)).await
     }
 
     /// Starts a fill that asks whether a stale entry is still current,
@@ -209,6 +214,7 @@ impl MediaPath {
             index,
             known,
             revalidate,
+            pool: look.pool,
             metrics: self.metrics.clone(),
         };
         tokio::spawn(fill.run(leader));
@@ -360,7 +366,8 @@ impl MediaPath {
                 }
             }
             // The rest of this slice, fetched for this viewer.
-            Box::pin(self.deliver(session, look.cfg, object, pos..=until, None)).await?;
+            let rest = self.deliver(session, look.cfg, object, pos..=until, None, look.pool);
+            Box::pin(rest).await?;
             pos = until + 1;
         }
         Ok(())

@@ -96,6 +96,8 @@ pub struct Ask<'a> {
     pub range: String,
     /// The object's validator for `If-Range`, on every fetch but the first.
     pub if_range: Option<&'a HeaderValue>,
+    /// The pools whose origins may answer (`routes[].pool`).
+    pub pool: u64,
 }
 
 /// Why no origin could answer a fetch.
@@ -148,7 +150,7 @@ impl Fetcher {
                 return Err(NoAnswer { last });
             }
             let key = ask.client.uri.path().as_bytes();
-            let Some(origin) = self.balancer.pick(&cfg.selection, key, tried) else {
+            let Some(origin) = self.balancer.pick(&cfg.selection, key, tried, ask.pool) else {
                 return Err(NoAnswer { last });
             };
             if attempts > 0 {
@@ -293,6 +295,7 @@ mod tests {
             client: &c,
             range: "bytes=5-9".into(),
             if_range: None,
+            pool: 1,
         })
         .unwrap();
         assert_eq!(first.uri, "/videos/a.mp4?t=1");
@@ -308,6 +311,7 @@ mod tests {
             client: &c,
             range: "bytes=10-19".into(),
             if_range: Some(&tag),
+            pool: 1,
         })
         .unwrap();
         assert_eq!(later.headers["if-range"], "\"v1\"");

@@ -45,6 +45,8 @@ pub struct Fill {
     pub known: Option<Arc<Entry>>,
     /// `known` is stale: ask whether it is still current.
     pub revalidate: bool,
+    /// The pools whose origins may answer (the route's).
+    pub pool: u64,
     /// Whole-proxy counters.
     pub metrics: Arc<Metrics>,
 }
@@ -87,6 +89,7 @@ impl Fill {
             client: &template,
             range: format!("bytes={start}-{end}"),
             if_range,
+            pool: self.pool,
         };
         let mut tried = SmallVec::new();
         let Ok(open) = Box::pin(self.fetcher.open_any(&cfg, &ask, &mut tried)).await else {
@@ -262,6 +265,7 @@ impl Fill {
                 client: &self.template,
                 range: format!("bytes={}-{}", range.start(), range.end()),
                 if_range: object.if_range(),
+                pool: self.pool,
             };
             let next = Box::pin(self.fetcher.open_any(&self.cfg, &ask, &mut tried)).await;
             open = next.ok()?;

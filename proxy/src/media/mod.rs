@@ -40,6 +40,15 @@ const HOP_BY_HOP: [&str; 7] = [
     "upgrade",
 ];
 
+/// What a request's route says about serving it.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteUse {
+    /// The route lets the cache answer (when there is one).
+    pub cache: bool,
+    /// The bit of the route's pool (`routes[].pool`).
+    pub pool: u64,
+}
+
 /// The media path: what it needs to fetch slices and count them.
 pub struct MediaPath {
     /// Fetches slices from origins.

@@ -64,26 +64,26 @@ impl MediaPath {
     /// plain proxy path unanswered (not media, several ranges, or an origin
     /// whose first answer is not a 206 of the asked range).
     /// The caller has checked [`Self::takes`].
-    /// `cache_route`: the route lets the cache answer (when there is one).
+    /// `route`: whether the cache may answer, and the pool of origins.
     pub async fn serve(
         &self,
         session: &mut Session,
         cfg: &Arc<Config>,
         report: &mut Report,
-        cache_route: bool,
+        route: super::RouteUse,
     ) -> Result<Served, Failed> {
         if let Some(cache) = &self.cache {
             let req = session.req_header();
             // A shared cache leaves authorized requests alone (RFC 9111 §3.5).
-            if cache_route && !req.headers.contains_key(http::header::AUTHORIZATION) {
-                return Box::pin(self.serve_cached(cache, session, cfg, report)).await;
+            if route.cache && !req.headers.contains_key(http::header::AUTHORIZATION) {
+                return Box::pin(self.serve_cached(cache, session, cfg, report, route.pool)).await;
             }
             report.cache = Some(crate::cache::CacheStatus::Bypass);
         }
         if session.req_header().method != http::Method::GET {
             return Ok(Served::Proxy);
         }
-        self.serve_fetched(session, cfg, report).await
+        self.serve_fetched(session, cfg, report, route.pool).await
     }
 
     /// Answers a media GET from slices fetched for it alone (no cache).
@@ -92,6 +92,7 @@ impl MediaPath {
         session: &mut Session,
         cfg: &Arc<Config>,
         report: &mut Report,
+        pool: u64,
     ) -> Result<Served, Failed> {
         let req = session.req_header();
         let range = req.headers.get("range").and_then(|v| v.to_str().ok());
@@ -109,6 +110,7 @@ impl MediaPath {
             client: req,
             range: first_ask.header(),
             if_range: None,
+            pool,
         };
         // Boxed, as the other fetches: a stream's future then stays small
         // while it spends its life copying.
@@ -176,7 +178,9 @@ impl MediaPath {
         report.header_at = Some(std::time::Instant::now());
         let pending = (got.start() == want.start()).then_some(first);
         self.metrics.media_streams.inc();
-        let result = self.deliver(session, cfg, &object, want, pending).await;
+        let result = self
+            .deliver(session, cfg, &object, want, pending, pool)
+            .await;
         self.metrics.media_streams.dec();
         result?;
         Box::pin(finish(session)).await.map_err(Failed::Cut)?;
@@ -216,6 +220,7 @@ impl MediaPath {
         object: &Object,
         want: RangeInclusive<u64>,
         mut pending: Option<OpenSlice>,
+        pool: u64,
     ) -> Result<(), Failed> {
         let slice = cfg.media.slice_size;
         let (mut pos, last) = (*want.start(), *want.end());
@@ -234,6 +239,7 @@ impl MediaPath {
                         client: &client,
                         range: format!("bytes={}-{}", fetch.start(), fetch.end()),
                         if_range: object.if_range(),
+                        pool,
                     };
                     let mut tried = failed.clone();
                     let open = Box::pin(self.fetcher.open_any(cfg, &ask, &mut tried))

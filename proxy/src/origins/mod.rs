@@ -6,9 +6,11 @@
 //! - `state.rs`: the origin and its traffic counters, load report and capacity;
 //! - `ttfb.rs`: its time to first byte (EWMAs and a histogram);
 //! - `health.rs`: rise/fall of active checks, passive ejection, drains;
-//! - `registry.rs`: every origin, by address.
+//! - `registry.rs`: every origin, by address;
+//! - `pools.rs`: pool names and their bits.
 
 mod health;
+pub mod pools;
 mod registry;
 mod state;
 mod ttfb;

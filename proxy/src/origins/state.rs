@@ -49,6 +49,8 @@ pub struct Origin {
 
     capacity: AtomicF64,
     capacity_override: AtomicF64,
+    /// The pools it is in, one bit each (`pools.rs`), set by discovery.
+    pools: AtomicU64,
 }
 
 impl Origin {
@@ -74,6 +76,8 @@ impl Origin {
             load_text: ArcSwapOption::empty(),
             capacity: AtomicF64::new(capacity),
             capacity_override: AtomicF64::default(),
+            // Until discovery says otherwise: the default pool.
+            pools: AtomicU64::new(super::pools::bit(super::pools::DEFAULT_POOL).unwrap_or(1)),
         }
     }
 
@@ -164,6 +168,21 @@ impl Origin {
     }
 
     // ----- reads -----
+
+    /// Whether it is in any of the pools of `mask`.
+    pub fn in_pools(&self, mask: u64) -> bool {
+        self.pools.load(Relaxed) & mask != 0
+    }
+
+    /// The pools it is in, as a mask.
+    pub fn pools(&self) -> u64 {
+        self.pools.load(Relaxed)
+    }
+
+    /// Sets the pools it is in (discovery, on every round).
+    pub fn set_pools(&self, mask: u64) {
+        self.pools.store(mask, Relaxed);
+    }
 
     /// May this origin take a new request now?
     pub fn eligible(&self) -> bool {

@@ -53,11 +53,20 @@ impl Balancer {
     }
 
     /// An origin for a request with path `key`, by the policy `cfg` names:
-    /// one that is up and not in `tried`.
-    pub fn pick(&self, cfg: &Selection, key: &[u8], tried: &[SocketAddr]) -> Option<Arc<Origin>> {
+    /// one that is up, in one of the pools of `pools`, and not in `tried`.
+    pub fn pick(
+        &self,
+        cfg: &Selection,
+        key: &[u8],
+        tried: &[SocketAddr],
+        pools: u64,
+    ) -> Option<Arc<Origin>> {
         let selector = self.selector.load();
         let origins = selector.origins();
-        let usable = |i: usize| origins[i].eligible() && !tried.contains(&origins[i].addr);
+        let usable = |i: usize| {
+            let o = &origins[i];
+            o.eligible() && o.in_pools(pools) && !tried.contains(&o.addr)
+        };
         let i = selector.pick(cfg, key, &usable, &mut fastrand::Rng::new())?;
         Some(origins[i].clone())
     }
