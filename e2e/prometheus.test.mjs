@@ -2,7 +2,7 @@
 // pointed at this test's ports, scrapes the proxy and every origin.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -53,6 +53,13 @@ test('Prometheus scrapes the proxy and every origin, all targets up', async () =
   assert.equal(up.length, 2);
   const originSeries = await query('origin_requests_total{code="2xx"}');
   assert.equal(originSeries.length, 2, 'both origins scraped');
+
+  // Both expositions pass promtool's lint (naming, units, types).
+  for (const url of [`${proxy.url}/prometheus`, `http://${origins[0].addr}/metrics`]) {
+    const text = await (await fetch(url)).text();
+    const lint = spawnSync(process.env.PROMTOOL ?? 'promtool', ['check', 'metrics'], { input: text, encoding: 'utf8' });
+    assert.equal(lint.status, 0, `${url}: ${lint.stdout}${lint.stderr}`);
+  }
 
   // The rules are loaded and evaluated: recording rules give series, no alert rule errs.
   const groups = (await (await fetch(`${api}/rules`)).json()).data.groups;

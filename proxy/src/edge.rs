@@ -53,6 +53,8 @@ pub struct Edge {
     pub dashboard: Option<Arc<cdn_dashboard::Hub>>,
     /// The slice path for media GETs.
     pub media: Arc<MediaPath>,
+    /// `cdn_client_ttfb_seconds{route}`.
+    pub route_latency: crate::metrics::RouteLatency,
     /// The access log, when on.
     pub access_log: Option<Arc<cdn_types::access_log::AccessLog>>,
     /// Set on SIGTERM for the drain period.
@@ -71,6 +73,8 @@ pub struct Ctx {
     tried: SmallVec<[SocketAddr; 4]>,
     /// The pool of the request's route (`routes[].pool`): only its origins serve it.
     pool: u64,
+    /// The index of the request's route in `routes`, when it has one.
+    route: Option<usize>,
     /// When the current attempt's connection was ready (its request about to be sent).
     sent_at: Option<Instant>,
     /// The current attempt ended with a 502/503 we chose to retry.
@@ -209,6 +213,7 @@ impl ProxyHttp for Edge {
             last: None,
             tried: SmallVec::new(),
             pool: 0,
+            route: None,
             sent_at: None,
             retry_status: false,
             no_origin: false,
@@ -231,8 +236,9 @@ impl ProxyHttp for Edge {
             session.set_keepalive(None);
         }
         let route = Route::of(session.req_header().uri.path(), &ctx.config);
-        if let Route::Origin { pool, .. } = route {
+        if let Route::Origin { pool, index, .. } = route {
             ctx.pool = pool;
+            ctx.route = Some(index);
             let cfg = &ctx.config;
             if cfg.redirect_to_https && !is_tls(session) {
                 ctx.local = Some("https_redirect");
@@ -260,6 +266,7 @@ impl ProxyHttp for Edge {
                 media: true,
                 cache,
                 pool,
+                ..
             } if self.media.takes(session, &ctx.config, cache) => {
                 let route = crate::media::RouteUse { cache, pool };
                 let served = self
@@ -556,6 +563,12 @@ impl ProxyHttp for Edge {
         // Still open only if the last attempt ended without an error callback.
         let origin_fault = e.is_some_and(|e| e.esource() == &ErrorSource::Upstream);
         self.end_attempt(ctx, status < 500 && !origin_fault);
+        // The media path's header time, else the plain path's.
+        let header_at = ctx.media.header_at.or(ctx.header_at);
+        if let (Some(route), Some(at), 1..) = (ctx.route, header_at, status) {
+            let waited = at.saturating_duration_since(ctx.started);
+            self.route_latency.observe(&ctx.config, route, waited);
+        }
         if let Some(log) = &self.access_log {
             // Answered by the media path (a cache hit has no origin).
             let media = ctx.media.origin.is_some() || ctx.media.header_at.is_some();

@@ -241,6 +241,7 @@ fn run(args: Args, config: config::Config) -> anyhow::Result<()> {
         }),
         access_log: access_log.clone(),
         draining: draining.clone(),
+        route_latency: metrics::RouteLatency::register()?,
     };
     // Our connection loop reads each request header (deadline, size,
     // pipelining) before Pingora's proxy answers it.

@@ -15,6 +15,8 @@ pub enum Route {
         cache: bool,
         /// The bit of the route's pool: only origins in it serve the route.
         pool: u64,
+        /// Its index in `routes` (for per-route figures).
+        index: usize,
     },
     /// `endpoints.healthz`: the proxy's own liveness.
     Healthz,
@@ -55,12 +57,15 @@ impl Route {
         // Longest prefix first (sorted when the file is read).
         cfg.routes_by_length
             .iter()
-            .map(|&i| &cfg.routes[i])
-            .find(|r| covers(&r.prefix, path))
-            .map_or(Route::NotFound, |r: &OriginRoute| Route::Origin {
-                media: r.media,
-                cache: r.cache,
-                pool: r.pool_bit,
+            .map(|&i| (i, &cfg.routes[i]))
+            .find(|(_, r)| covers(&r.prefix, path))
+            .map_or(Route::NotFound, |(index, r): (usize, &OriginRoute)| {
+                Route::Origin {
+                    media: r.media,
+                    cache: r.cache,
+                    pool: r.pool_bit,
+                    index,
+                }
             })
     }
 }
@@ -94,6 +99,7 @@ mod tests {
             media: true,
             cache: true,
             pool: default_bit(),
+            index: 0,
         };
         for (path, route) in [
             ("/", origin),
@@ -121,6 +127,7 @@ mod tests {
             media: true,
             cache: true,
             pool: default_bit(),
+            index: 0,
         };
         for (path, route) in [
             ("/videos", vod),
@@ -131,6 +138,7 @@ mod tests {
                     media: false,
                     cache: false,
                     pool: default_bit(),
+                    index: 1,
                 },
             ),
             ("/videosx", Route::NotFound),

@@ -89,6 +89,11 @@ async fn prometheus_text_parses_and_has_the_promised_series() {
         .unwrap()
         .as_secs_f64();
     assert!(loaded > now - 600.0 && loaded <= now, "{loaded}");
+    // What clients waited for their response header, by route (the default one).
+    assert_eq!(
+        value("cdn_client_ttfb_seconds_count", &[("route", "/")]),
+        20.0
+    );
     // CPU time with its fraction (the crate's own collector counted whole seconds).
     let cpu = value("process_cpu_seconds_total", &[]);
     assert!(cpu > 0.0 && cpu.fract() != 0.0, "{cpu}");

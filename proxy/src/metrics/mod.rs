@@ -3,7 +3,9 @@
 //! the same live state; neither writes it.
 
 mod prometheus;
+mod route_latency;
 mod snapshot;
 
 pub use self::prometheus::{CacheCollector, Metrics};
+pub use route_latency::RouteLatency;
 pub use snapshot::{Snapshot, Snapshotter};
