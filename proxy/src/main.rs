@@ -15,6 +15,7 @@ mod atomic_f64;
 mod cache;
 mod clock;
 mod config;
+mod config_watch;
 mod cors;
 mod discovery;
 mod drain;

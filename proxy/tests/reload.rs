@@ -93,3 +93,68 @@ async fn reloads(edge: &Edge, result: &str, n: u64) -> serde_json::Value {
     )
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_config_reloads_a_kubernetes_style_configmap_swap_without_a_signal() {
+    let media = MediaFixture::new().unwrap();
+    let origins = start_origins(&media, 1);
+    let mut sections = default_sections(&[origins[0].addr]);
+    sections.insert("watch_config", "200ms".into());
+    let edge = start_proxy(&sections, 1).await;
+    let (public, admin) = (edge.server.addr.port(), edge.admin.port());
+    let served_by = || async {
+        let r = client()
+            .get(format!("{}/videos/sub/nested.mp4", edge.url()))
+            .send()
+            .await
+            .unwrap();
+        let names: Vec<String> = r.headers().keys().map(|k| k.to_string()).collect();
+        r.bytes().await.unwrap();
+        names
+    };
+    assert!(served_by().await.contains(&"x-served-by".to_string()));
+
+    // As the kubelet updates a mounted ConfigMap: cdn.yaml becomes a symlink
+    // into `..data`, itself a symlink to a folder of this version, and a new
+    // version is a new folder with `..data` swapped to it atomically.
+    let dir = edge.cdn_yaml.parent().unwrap().to_path_buf();
+    let version = |name: &str, header: &str| {
+        let v = dir.join(name);
+        std::fs::create_dir_all(&v).unwrap();
+        let mut s = sections.clone();
+        s.insert("served_by_header", header.into());
+        std::fs::write(v.join("cdn.yaml"), render(public, admin, &s)).unwrap();
+        let tmp = dir.join("..data_tmp");
+        let _ = std::fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(name, &tmp).unwrap();
+        std::fs::rename(&tmp, dir.join("..data")).unwrap();
+    };
+    version("..2026_11_29_a", "X-Edge-A");
+    let link = dir.join("cdn.yaml.link");
+    std::os::unix::fs::symlink("..data/cdn.yaml", &link).unwrap();
+    std::fs::rename(&link, &edge.cdn_yaml).unwrap();
+    reloads(&edge, "applied", 1).await;
+    assert!(served_by().await.contains(&"x-edge-a".to_string()));
+
+    version("..2026_11_29_b", "X-Edge-B");
+    reloads(&edge, "applied", 2).await;
+    assert!(served_by().await.contains(&"x-edge-b".to_string()));
+
+    // An invalid version is refused once, and the running config stays.
+    let bad = dir.join("..2026_11_29_c");
+    std::fs::create_dir_all(&bad).unwrap();
+    std::fs::write(bad.join("cdn.yaml"), "origins: []\n").unwrap();
+    let tmp = dir.join("..data_tmp");
+    std::os::unix::fs::symlink("..2026_11_29_c", &tmp).unwrap();
+    std::fs::rename(&tmp, dir.join("..data")).unwrap();
+    reloads(&edge, "refused", 1).await;
+    assert!(served_by().await.contains(&"x-edge-b".to_string()));
+    // Absence takes time to show: five more checks of the unchanged bad file.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let m = metrics(&edge).await;
+    assert_eq!(m["global"]["config_reloads_applied"], 2);
+    assert_eq!(
+        m["global"]["config_reloads_refused"], 1,
+        "refused once, not every tick"
+    );
+}

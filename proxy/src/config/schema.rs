@@ -25,6 +25,11 @@ pub struct Config {
     /// before the listeners close (`drain.rs`).
     #[serde(with = "humantime_serde")]
     pub drain_period: Duration,
+    /// Reload when `cdn.yaml`, or a certificate, key or token file it
+    /// names, changes, checked this often (`config_watch.rs`); 0: only on
+    /// SIGHUP.
+    #[serde(with = "humantime_serde")]
+    pub watch_config: Duration,
     /// Operator listener (origins, drain, capacity); loopback by default.
     pub admin_listen: SocketAddr,
     /// The admin API's bearer token (required off loopback).
@@ -447,6 +452,7 @@ impl Default for Config {
             h2c: false,
             redirect_to_https: false,
             drain_period: Duration::ZERO,
+            watch_config: Duration::ZERO,
             admin_listen: "127.0.0.1:8081".parse().expect("literal"),
             admin_auth: AdminAuth::default(),
             client_read_buffer: 0,
