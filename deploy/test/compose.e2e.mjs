@@ -136,6 +136,23 @@ test('a range of the video plays through the proxy on its published port', async
   assert.equal(head.headers.get('content-length'), String(sample.length));
 });
 
+test('the cache, in its volume, serves a repeat view; the admin API needs its token', async () => {
+  const get = () => fetch(`${proxy}/videos/sample.mp4`, { headers: { range: 'bytes=0-99999' } });
+  const first = await get();
+  assert.ok(Buffer.from(await first.arrayBuffer()).equals(sample.subarray(0, 100000)));
+  assert.equal(first.headers.get('x-cache'), 'MISS');
+  const again = await get();
+  assert.equal(again.headers.get('x-cache'), 'HIT', 'the proxy could write its cache volume');
+  assert.ok(Buffer.from(await again.arrayBuffer()).equals(sample.subarray(0, 100000)));
+  const admin = `http://127.0.0.1:${env('CDN_ADMIN_PORT')}`;
+  assert.equal((await fetch(`${admin}/origins`)).status, 401, 'no token');
+  const wrong = { authorization: 'Bearer not-the-token-0123456789' };
+  assert.equal((await fetch(`${admin}/origins`, { headers: wrong })).status, 401, 'a wrong token');
+  const auth = { authorization: `Bearer ${env('CDN_ADMIN_TOKEN')}` };
+  const cache = await (await fetch(`${admin}/cache`, { headers: auth })).json();
+  assert.ok(cache.slices >= 1, JSON.stringify(cache));
+});
+
 test('the dashboard page, its WebSocket and the Prometheus text are served on the same port', async () => {
   const page = await fetch(`${proxy}/dashboard`);
   assert.equal(page.status, 200);

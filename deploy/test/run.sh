@@ -44,6 +44,8 @@ fi
 say "engine $(docker version --format '{{.Server.Version}}'); compose v1: $("${v1[@]}" version --short), v2: $("${v2[@]}" version --short)"
 
 export CDN_TAG=e2e-$$
+# The admin API's token (compose requires one).
+export CDN_ADMIN_TOKEN=e2e-admin-token-$$-$RANDOM$RANDOM
 files=(-f deploy/compose.yaml -f deploy/test/compose.test.yaml)
 # dc TOOL-ARRAY-NAME PROJECT ARGS...: one compose command on one project.
 dc() { local -n tool=$1; local project=$2; shift 2; "${tool[@]}" -p "$project" "${files[@]}" "$@"; }

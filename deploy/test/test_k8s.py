@@ -51,8 +51,9 @@ def validate(paths):
     )
 
 
-def proxy_check(cdn_yaml, pingora_yaml=None):
-    """Runs `cdn-proxy --check` on config text; returns the completed process."""
+def proxy_check(cdn_yaml, pingora_yaml=None, env=None):
+    """Runs `cdn-proxy --check` on config text (with `env` added to the
+    environment); returns the completed process."""
     with tempfile.TemporaryDirectory() as d:
         args = [PROXY, "--check", "--cdn-conf", os.path.join(d, "cdn.yaml")]
         with open(os.path.join(d, "cdn.yaml"), "w") as fh:
@@ -61,7 +62,7 @@ def proxy_check(cdn_yaml, pingora_yaml=None):
             with open(os.path.join(d, "pingora.yaml"), "w") as fh:
                 fh.write(pingora_yaml)
             args += ["-c", os.path.join(d, "pingora.yaml")]
-        return subprocess.run(args, capture_output=True, text=True)
+        return subprocess.run(args, capture_output=True, text=True, env={**os.environ, **(env or {})})
 
 
 class Schemas(unittest.TestCase):
@@ -196,8 +197,16 @@ class Configs(unittest.TestCase):
 
     def test_the_compose_config_passes_cdn_proxy_check(self):
         with open(os.path.join(ROOT, "deploy", "conf", "cdn.yaml")) as fh:
-            r = proxy_check(fh.read())
+            text = fh.read()
+        r = proxy_check(text, env={"CDN_ADMIN_TOKEN": "0123456789abcdef0123"})
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        # The admin API, reachable from the compose network, needs its token.
+        r = proxy_check(text, env={"CDN_ADMIN_TOKEN": ""})
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("admin_auth.token_env", r.stderr)
+        with open(os.path.join(ROOT, "deploy", "compose.yaml")) as fh:
+            env = yaml.safe_load(fh)["services"]["proxy"]["environment"]
+        self.assertTrue(env["CDN_ADMIN_TOKEN"].startswith("${CDN_ADMIN_TOKEN:?"), "compose refuses to start without one")
 
     def test_the_termination_grace_covers_the_drain_and_pingoras_grace(self):
         data = find("ConfigMap", "cdn-proxy-config")["data"]
