@@ -10,7 +10,10 @@ MEDIA ?= media
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 PROJECT ?= cdn
 # The admin API's token for the containers: made once in target/admin-token.
-export CDN_ADMIN_TOKEN ?= $(shell scripts/admin-token.sh)
+ifndef CDN_ADMIN_TOKEN
+CDN_ADMIN_TOKEN := $(shell scripts/admin-token.sh)
+endif
+export CDN_ADMIN_TOKEN
 # The `grafana` profile: Grafana comes up with the rest (the Docker e2e test leaves it out).
 DC = COMPOSE_PROFILES=grafana $(COMPOSE) -p $(PROJECT) -f deploy/compose.yaml
 SCALE ?= 3
