@@ -7,6 +7,10 @@
 //! - `GET /cache`: the cache's size; `POST /cache/purge` with `{"url": "/videos/a.mp4"}`
 //!   (one object: path and query) or `{"prefix": "/videos/"}` (every object under it)
 //!
+//! - `GET /metrics` (the JSON snapshot) and `GET /prometheus`: the public
+//!   listener's, here too, so they can be switched off there
+//!   (`endpoints.metrics: ""`) and scraped only here
+//!
 //! With `admin_auth` set, every request needs `Authorization: Bearer <token>`
 //! (compared in constant time), else `401`.
 
@@ -27,6 +31,10 @@ pub struct Admin {
     pub config: Arc<arc_swap::ArcSwap<crate::config::Config>>,
     /// The slice cache, if there is one.
     pub cache: Option<Arc<crate::cache::Cache>>,
+    /// The latest `/metrics` snapshot.
+    pub snapshot: Arc<arc_swap::ArcSwap<crate::metrics::Snapshot>>,
+    /// For `/prometheus`.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// `{"url": "/videos/a.mp4"}` or `{"prefix": "/videos/"}`: what to purge.
@@ -141,6 +149,19 @@ impl Admin {
         if path == "/cache" || path == "/cache/purge" {
             return self.cache_route(session, &method, &path).await;
         }
+        if path == "/metrics" || path == "/prometheus" {
+            if method != Method::GET {
+                return text(StatusCode::METHOD_NOT_ALLOWED, "use GET");
+            }
+            return match path.as_str() {
+                "/metrics" => json(&**self.snapshot.load()),
+                _ => reply(
+                    StatusCode::OK,
+                    self.metrics.prometheus_text(),
+                    "text/plain; version=0.0.4",
+                ),
+            };
+        }
         if path == "/origins" {
             if method != Method::GET {
                 return text(StatusCode::METHOD_NOT_ALLOWED, "use GET");
@@ -158,7 +179,7 @@ impl Admin {
         else {
             return text(
                 StatusCode::NOT_FOUND,
-                "endpoints: GET /origins, POST /origins/{ip:port}/drain|undrain|capacity, GET /cache, POST /cache/purge",
+                "endpoints: GET /origins, POST /origins/{ip:port}/drain|undrain|capacity, GET /cache, POST /cache/purge, GET /metrics, GET /prometheus",
             );
         };
         if method != Method::POST {

@@ -274,6 +274,8 @@ fn run(args: Args, config: config::Config) -> anyhow::Result<()> {
             registry: registry.clone(),
             config: config.clone(),
             cache: cache.clone(),
+            snapshot: snapshot.clone(),
+            metrics: metrics.clone(),
         }),
     );
     admin.add_tcp(&admin_listen.to_string());

@@ -107,3 +107,64 @@ fn a_token_comes_from_a_variable_and_a_short_or_missing_one_is_refused() {
     assert_eq!(code, Some(2));
     assert!(err.contains("at least 16"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_can_move_from_the_public_listener_to_the_admin_one() {
+    let media = MediaFixture::new().unwrap();
+    let origins = start_origins(&media, 1);
+    let secrets = tempfile::tempdir().unwrap();
+    let token_file = secrets.path().join("admin-token");
+    std::fs::write(&token_file, "s3cret-admin-token-0123456789").unwrap();
+    let mut sections = default_sections(&[origins[0].addr]);
+    sections.insert(
+        "admin_auth",
+        format!("{{token_file: {}}}", token_file.display()),
+    );
+    let edge = start_proxy(&sections, 1).await;
+    // Switched off on the public listener (a reload): their paths then go
+    // to the origins like any other.
+    sections.insert("endpoints", "{metrics: \"\", prometheus: \"\"}".into());
+    let (public, admin_port) = (edge.server.addr.port(), edge.admin.port());
+    std::fs::write(&edge.cdn_yaml, render(public, admin_port, &sections)).unwrap();
+    edge.server.signal("HUP").unwrap();
+    testkit::wait_until(
+        "public /prometheus goes to an origin",
+        std::time::Duration::from_secs(10),
+        || async {
+            let r = client()
+                .get(format!("{}/prometheus", edge.url()))
+                .send()
+                .await
+                .ok()?;
+            r.headers().contains_key("x-served-by").then_some(())
+        },
+    )
+    .await;
+    let http = client();
+    let admin = |path: &str| {
+        http.get(format!("http://{}{path}", edge.admin))
+            .header("authorization", "Bearer s3cret-admin-token-0123456789")
+            .send()
+    };
+    let snapshot: serde_json::Value = admin("/metrics").await.unwrap().json().await.unwrap();
+    assert_eq!(snapshot["global"]["origins_total"], 1);
+    let text = admin("/prometheus").await.unwrap().text().await.unwrap();
+    assert!(text.contains("cdn_origin_up{"), "{text}");
+    let anonymous = http
+        .get(format!("http://{}/prometheus", edge.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401, "behind the token like the rest");
+    for path in ["/metrics", "/prometheus"] {
+        let r = http
+            .get(format!("{}{path}", edge.url()))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            r.headers().contains_key("x-served-by"),
+            "{path} went to an origin"
+        );
+    }
+}
