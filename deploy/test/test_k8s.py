@@ -323,3 +323,109 @@ class Grafana(unittest.TestCase):
         with open(os.path.join(self.DIR, "provisioning", "dashboards", "cdn.yml")) as fh:
             provider = yaml.safe_load(fh)["providers"][0]
         self.assertEqual(provider["options"]["path"], "/var/lib/grafana/dashboards")
+
+
+def strategic_merge(base, patch):
+    """Kustomize's strategic merge, as far as the overlays use it: maps merge
+    key by key, lists of named maps (containers, volumes) merge by name."""
+    if isinstance(base, dict) and isinstance(patch, dict):
+        out = dict(base)
+        for k, v in patch.items():
+            out[k] = strategic_merge(base[k], v) if k in base else v
+        return out
+    named = lambda xs: all(isinstance(x, dict) and "name" in x for x in xs)
+    if isinstance(base, list) and isinstance(patch, list) and named(base) and named(patch):
+        out = list(base)
+        for p in patch:
+            i = next((j for j, x in enumerate(out) if x["name"] == p["name"]), None)
+            if i is None:
+                out.append(p)
+            else:
+                out[i] = strategic_merge(out[i], p)
+        return out
+    return patch
+
+
+def kustomize_build(folder):
+    """The resources `kubectl apply -k folder` would apply (resources,
+    strategic-merge patches, `$patch: delete`, images), without kubectl."""
+    with open(os.path.join(folder, "kustomization.yaml")) as fh:
+        k = yaml.safe_load(fh)
+    docs = []
+    for r in k["resources"]:
+        path = os.path.normpath(os.path.join(folder, r))
+        if os.path.isdir(path):
+            docs += kustomize_build(path)
+        else:
+            with open(path) as fh:
+                docs += [d for d in yaml.safe_load_all(fh) if d]
+    for p in k.get("patches", []):
+        if "patch" in p:
+            text = p["patch"]
+        else:
+            with open(os.path.join(folder, p["path"])) as fh:
+                text = fh.read()
+        for patch in yaml.safe_load_all(text):
+            key = (patch["kind"], patch["metadata"]["name"])
+            i = next(j for j, d in enumerate(docs) if (d["kind"], d["metadata"]["name"]) == key)
+            if patch.pop("$patch", None) == "delete":
+                del docs[i]
+            else:
+                docs[i] = strategic_merge(docs[i], patch)
+    for image in k.get("images", []):
+        for d in docs:
+            for c in d.get("spec", {}).get("template", {}).get("spec", {}).get("containers", []):
+                if c["image"].split(":")[0] == image["name"]:
+                    c["image"] = f"{image.get('newName', image['name'])}:{image['newTag']}"
+    return docs
+
+
+class Overlays(unittest.TestCase):
+    """deploy/k8s/overlays: dev and prod, built as kustomize would."""
+
+    def built(self, name):
+        return kustomize_build(os.path.join(K8S, "overlays", name))
+
+    def one(self, docs, kind, name):
+        found = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
+        return found[0] if found else None
+
+    def test_each_overlay_passes_strict_schema_validation(self):
+        for name in ["dev", "prod"]:
+            with tempfile.TemporaryDirectory() as d:
+                path = os.path.join(d, f"{name}.yaml")
+                with open(path, "w") as fh:
+                    yaml.safe_dump_all(self.built(name), fh)
+                r = validate([path])
+                self.assertEqual(r.returncode, 0, name + r.stdout + r.stderr)
+
+    def test_dev_is_one_of_each_without_an_autoscaler(self):
+        docs = self.built("dev")
+        self.assertEqual(self.one(docs, "Deployment", "proxy")["spec"]["replicas"], 1)
+        self.assertEqual(self.one(docs, "Deployment", "origin")["spec"]["replicas"], 1)
+        self.assertIsNone(self.one(docs, "HorizontalPodAutoscaler", "proxy"))
+
+    def test_prod_pins_images_and_sizes_its_cache(self):
+        docs = self.built("prod")
+        proxy = self.one(docs, "Deployment", "proxy")["spec"]
+        self.assertEqual(proxy["replicas"], 3)
+        images = [c["image"] for d in docs if d["kind"] == "Deployment"
+                  for c in d["spec"]["template"]["spec"]["containers"]]
+        self.assertIn("registry.example.com/cdn/cdn-proxy:0.1.0", images)
+        self.assertIn("registry.example.com/cdn/cdn-origin:0.1.0", images)
+        self.assertEqual(self.one(docs, "HorizontalPodAutoscaler", "proxy")["spec"]["minReplicas"], 3)
+        # The merged pod keeps the base's container settings (probes, security).
+        container = proxy["template"]["spec"]["containers"][0]
+        self.assertIn("readinessProbe", container)
+        self.assertEqual(container["resources"]["limits"]["memory"], "2Gi")
+        volume = next(v for v in proxy["template"]["spec"]["volumes"] if v["name"] == "cache")
+        self.assertEqual(volume["emptyDir"]["sizeLimit"], "50Gi")
+        data = self.one(docs, "ConfigMap", "cdn-proxy-config")["data"]
+        r = proxy_check(data["cdn.yaml"], data["pingora.yaml"])
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        prod = yaml.safe_load(data["cdn.yaml"])
+        self.assertLess(prod["cache"]["max_size"], 50 * 2**30, "within the volume's sizeLimit")
+        base = yaml.safe_load(find("ConfigMap", "cdn-proxy-config")["data"]["cdn.yaml"])
+        self.assertEqual({k: v for k, v in prod.items() if k != "cache"},
+                         {k: v for k, v in base.items() if k != "cache"}, "only the cache differs")
+
