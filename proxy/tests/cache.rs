@@ -16,17 +16,6 @@ use std::time::Duration;
 /// Small slices, so the clip (3 MiB + 17) spans 49 of them.
 const SLICE: usize = 64 * 1024;
 
-/// The headers a client reads that must be the origin's own.
-const COMPARED: [&str; 7] = [
-    "content-range",
-    "content-length",
-    "content-type",
-    "etag",
-    "last-modified",
-    "accept-ranges",
-    "cache-control",
-];
-
 fn sections(
     addrs: &[std::net::SocketAddr],
     cache_dir: &Path,
@@ -133,24 +122,9 @@ async fn the_range_and_conditional_matrix_matches_the_origin_cold_and_warm() {
             if round == "cold" {
                 assert_eq!(purge_all().await.unwrap().status(), 200);
             }
-            let get = |base: String| {
-                let mut req = http.get(format!("{base}/videos/{file}"));
-                for (k, v) in headers {
-                    req = req.header(*k, v.as_str());
-                }
-                req.send()
-            };
-            let want = get(origins[0].url()).await.unwrap();
-            let got = get(edge.url()).await.unwrap();
             let what = format!("{round}: {file} {headers:?}");
-            assert_eq!(got.status(), want.status(), "{what}");
-            for h in COMPARED {
-                assert_eq!(got.headers().get(h), want.headers().get(h), "{what}: {h}");
-            }
-            let x_cache = got
-                .headers()
-                .get("x-cache")
-                .map(|v| v.to_str().unwrap().to_string());
+            let x_cache =
+                same_as_origin(&http, &origins[0].url(), &edge.url(), file, headers, &what).await;
             let cached = *file == "clip.mp4" || *file == "sub/nested.mp4";
             let several = headers
                 .iter()
@@ -162,13 +136,6 @@ async fn the_range_and_conditional_matrix_matches_the_origin_cold_and_warm() {
             if !cached || several {
                 assert_eq!(x_cache.as_deref(), Some("BYPASS"), "{what}");
             }
-            let (want, got) = (want.bytes().await.unwrap(), got.bytes().await.unwrap());
-            assert!(
-                want == got,
-                "{what}: body differs ({} vs {} bytes)",
-                got.len(),
-                want.len()
-            );
         }
     }
     // HEAD from the cache: the GET's header, no body.

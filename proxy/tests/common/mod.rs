@@ -349,3 +349,50 @@ pub fn range_matrix(
         ("sub/nested.mp4", vec![("range", "bytes=10-65545".into())]),
     ]
 }
+
+/// The headers a client reads that must be the origin's own.
+pub const COMPARED: [&str; 7] = [
+    "content-range",
+    "content-length",
+    "content-type",
+    "etag",
+    "last-modified",
+    "accept-ranges",
+    "cache-control",
+];
+
+/// Sends the same GET of `/videos/{file}` with `headers` to the origin at
+/// `origin` and the edge at `edge`, and checks that the edge's status, the
+/// [`COMPARED`] headers and the body are the origin's (`what` names the
+/// case in failures). Returns the edge's `X-Cache`, if any.
+pub async fn same_as_origin(
+    http: &reqwest::Client,
+    origin: &str,
+    edge: &str,
+    file: &str,
+    headers: &[(&str, String)],
+    what: &str,
+) -> Option<String> {
+    let get = |base: &str| {
+        let mut req = http.get(format!("{base}/videos/{file}"));
+        for (k, v) in headers {
+            req = req.header(*k, v.as_str());
+        }
+        req.send()
+    };
+    let want = get(origin).await.unwrap();
+    let got = get(edge).await.unwrap();
+    assert_eq!(got.status(), want.status(), "{what}");
+    for h in COMPARED {
+        assert_eq!(got.headers().get(h), want.headers().get(h), "{what}: {h}");
+    }
+    let x_cache = (got.headers().get("x-cache")).map(|v| v.to_str().unwrap().to_string());
+    let (want, got) = (want.bytes().await.unwrap(), got.bytes().await.unwrap());
+    assert!(
+        want == got,
+        "{what}: body differs ({} vs {} bytes)",
+        got.len(),
+        want.len()
+    );
+    x_cache
+}
