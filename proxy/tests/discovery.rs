@@ -132,4 +132,16 @@ async fn origins_come_and_go_with_their_dns_records() {
         .unwrap()["source"]
         .clone();
     assert_eq!(source, format!("origins.test:{port}").as_str());
+    // Drained and idle, the departed origin leaves no series behind in
+    // /prometheus (in Kubernetes, every pod-IP change would add some).
+    let label = format!("origin=\"{a2}\"");
+    testkit::wait_until(
+        "the departed origin's series to go",
+        Duration::from_secs(10),
+        || async { (!prometheus_text(&edge).await.contains(&label)).then_some(()) },
+    )
+    .await;
+    assert!(prometheus_text(&edge)
+        .await
+        .contains(&format!("origin=\"{a3}\"")));
 }
