@@ -10,6 +10,8 @@
 #     4 MiB (800 MiB) through caches of 256 MiB, 8 viewers at a time (and cdn-proxy again
 #     with the disk nginx really used, as nginx enforces its max_size lazily).
 # Env: DUR, REPS (the kit's), HITS (first-byte samples, default 300), ZIPF_N (views, 1200).
+# Disk: about 3 GB in BENCH_DIR (default /tmp/cdn-bench-cache): content, and the caches,
+# which are emptied at the start of each run; `rm -rf` it afterwards on a small disk.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SRC_KIT=$(cd "${BENCH_KIT:-../shared/bench}" 2>/dev/null && pwd) || { echo "no load kit at ${BENCH_KIT:-../shared/bench} (set BENCH_KIT)" >&2; exit 1; }
