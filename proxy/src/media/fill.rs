@@ -169,18 +169,19 @@ impl Fill {
         let text = |v: &Option<http::HeaderValue>| {
             v.as_ref().and_then(|v| v.to_str().ok()).map(str::to_owned)
         };
-        let meta = Meta {
+        let mut meta = Meta {
             key: self.key.clone(),
             size: object.size,
             etag: text(&object.etag),
             last_modified: text(&object.last_modified),
             headers: object.header_pairs(),
-            stored_at_ms: unix_ms(now),
-            fresh_ms: fresh.fresh_for.as_millis() as u64,
-            stale_while_revalidate_ms: fresh.stale_while_revalidate.as_millis() as u64,
-            stale_if_error_ms: fresh.stale_if_error.as_millis() as u64,
-            must_revalidate: fresh.must_revalidate,
+            stored_at_ms: 0,
+            fresh_ms: 0,
+            stale_while_revalidate_ms: 0,
+            stale_if_error_ms: 0,
+            must_revalidate: false,
         };
+        stamp(&mut meta, fresh, now);
         let new = Arc::new(Entry::new(self.hash, meta)?);
         // Another fill of this object may have set it meanwhile.
         let current = self.cache.entry(self.hash).or_else(|| self.known.clone());
@@ -213,14 +214,8 @@ impl Fill {
         }
         let fresh = cache::judge(&self.template.headers, &headers.headers, now);
         let mut meta = known.meta.clone();
-        meta.headers = (headers.headers.iter())
-            .filter_map(|(n, v)| Some((n.as_str().to_string(), v.to_str().ok()?.to_string())))
-            .collect();
-        meta.stored_at_ms = unix_ms(now);
-        meta.fresh_ms = fresh.fresh_for.as_millis() as u64;
-        meta.stale_while_revalidate_ms = fresh.stale_while_revalidate.as_millis() as u64;
-        meta.stale_if_error_ms = fresh.stale_if_error.as_millis() as u64;
-        meta.must_revalidate = fresh.must_revalidate;
+        meta.headers = super::object::header_pairs(&headers);
+        stamp(&mut meta, fresh, now);
         let Some(entry) = Entry::new(self.hash, meta).map(Arc::new) else {
             return leader.head(Head::Pass);
         };
@@ -317,6 +312,15 @@ impl Fill {
         self.metrics.cache_errors.inc();
         tracing::warn!(key = %self.key, "cache: disk error, serving without storing: {e}");
     }
+}
+
+/// Records in `meta` that an origin's answer judged `fresh` arrived at `now`.
+fn stamp(meta: &mut Meta, fresh: cache::Freshness, now: SystemTime) {
+    meta.stored_at_ms = unix_ms(now);
+    meta.fresh_ms = fresh.fresh_for.as_millis() as u64;
+    meta.stale_while_revalidate_ms = fresh.stale_while_revalidate.as_millis() as u64;
+    meta.stale_if_error_ms = fresh.stale_if_error.as_millis() as u64;
+    meta.must_revalidate = fresh.must_revalidate;
 }
 
 /// Milliseconds since the Unix epoch.

@@ -104,9 +104,7 @@ impl Object {
 
     /// The object's headers as name and value pairs, as the cache stores them.
     pub fn header_pairs(&self) -> Vec<(String, String)> {
-        (self.headers.headers.iter())
-            .filter_map(|(n, v)| Some((n.as_str().to_string(), v.to_str().ok()?.to_string())))
-            .collect()
+        header_pairs(&self.headers)
     }
 
     /// The value for `If-Range` on later slices: the strong ETag, else the
@@ -181,6 +179,13 @@ impl Object {
         }
         Ok(h)
     }
+}
+
+/// A header's fields as name and value pairs (values that are not text left out).
+pub fn header_pairs(h: &ResponseHeader) -> Vec<(String, String)> {
+    (h.headers.iter())
+        .filter_map(|(n, v)| Some((n.as_str().to_string(), v.to_str().ok()?.to_string())))
+        .collect()
 }
 
 #[cfg(test)]
