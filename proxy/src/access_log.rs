@@ -28,6 +28,8 @@ pub struct Facts<'a> {
     pub request_id: Option<&'a http::HeaderName>,
     /// What the cache did (`HIT`, `MISS`...), when it had a say.
     pub cache: Option<&'static str>,
+    /// Body bytes sent past Pingora's session (which counts the rest).
+    pub direct_bytes: u64,
 }
 
 /// Queues the line for one request; false if the log dropped it.
@@ -51,7 +53,7 @@ pub fn record(log: &AccessLog, session: &Session, f: Facts<'_>) -> bool {
         protocol,
         // nginx's code for a client that left before any answer.
         status: if f.status == 0 { 499 } else { f.status },
-        bytes: session.body_bytes_sent() as u64,
+        bytes: session.body_bytes_sent() as u64 + f.direct_bytes,
         duration: now.saturating_duration_since(f.started),
         ttfb: f.header_at.map(|h| h.saturating_duration_since(f.started)),
         referer: header(&http::header::REFERER),

@@ -588,6 +588,7 @@ impl ProxyHttp for Edge {
                 status,
                 request_id: ctx.config.request_id_name.as_ref(),
                 cache: ctx.media.cache.map(|c| c.as_str()),
+                direct_bytes: ctx.media.direct_bytes,
             };
             if !crate::access_log::record(log, session, facts) {
                 self.metrics.access_log_dropped.inc();

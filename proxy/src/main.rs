@@ -17,6 +17,7 @@ mod clock;
 mod config;
 mod config_watch;
 mod cors;
+mod direct_socket;
 mod discovery;
 mod drain;
 mod edge;

@@ -30,14 +30,6 @@ fn sections(
     s
 }
 
-/// A series' value from `/prometheus`, 0 if absent.
-async fn series(edge: &Edge, name: &str) -> f64 {
-    let text = prometheus_text(edge).await;
-    let line = text.lines().find(|l| l.split(' ').next() == Some(name));
-    line.and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .unwrap_or(0.0)
-}
-
 /// The origin's access log, parsed. A marker request sent to the origin
 /// directly is waited for first: the log is written in order, so every
 /// earlier request is in by then.
@@ -196,6 +188,12 @@ async fn concurrent_viewers_of_a_cold_video_cost_one_origin_fetch_per_slice() {
     assert!(
         statuses.iter().all(|s| s == "HIT" || s == "MISS"),
         "{statuses:?}"
+    );
+    // Every viewer, following a fill or not, was sent from the files by
+    // the kernel (plain HTTP/1).
+    assert_eq!(
+        series(&edge, "cdn_cache_sendfile_bytes_total").await,
+        series(&edge, "cdn_cache_client_bytes_total").await
     );
     let fetches = origin_requests(&origin, &log, "/videos/clip.mp4").await;
     eprintln!("20 concurrent viewers, {fetches} origin requests for 49 slices");
@@ -567,4 +565,181 @@ async fn a_cache_that_cannot_write_still_serves_every_request() {
     }
     assert!(series(&edge, "cdn_cache_errors_total").await >= 1.0);
     assert_eq!(series(&edge, "cdn_cache_slices").await, 0.0);
+}
+
+/// Reads one response off a kept-alive connection: its status, headers and
+/// exactly its `Content-Length` of body. Bytes after it stay in `buf`.
+async fn read_one(
+    conn: &mut tokio::net::TcpStream,
+    buf: &mut Vec<u8>,
+) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    use tokio::io::AsyncReadExt;
+    let mut chunk = [0u8; 1024];
+    let head_end = loop {
+        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        let n = conn.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "closed before a whole header");
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = std::str::from_utf8(&buf[..head_end]).unwrap().to_owned();
+    let mut lines = head.split("\r\n");
+    let status = lines.next().unwrap().split(' ').nth(1).unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let length: usize = headers
+        .iter()
+        .find(|(k, _)| k == "content-length")
+        .map(|(_, v)| v.parse().unwrap())
+        .expect("a content-length");
+    // Small reads: a slow client, whose socket is full most of the time.
+    while buf.len() < head_end + length {
+        let n = conn.read(&mut chunk).await.unwrap();
+        assert!(
+            n > 0,
+            "closed {} bytes short",
+            head_end + length - buf.len()
+        );
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let body = buf[head_end..head_end + length].to_vec();
+    buf.drain(..head_end + length);
+    (status.parse().unwrap(), headers, body)
+}
+
+/// The proxy's access log line for request id `id`, once it is written.
+async fn logged_request(log: &Path, id: &str) -> serde_json::Value {
+    testkit::wait_until(
+        &format!("{id} is logged"),
+        Duration::from_secs(10),
+        || async {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            text.lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .find(|l| l["request_id"] == id)
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hits_to_plain_http1_clients_are_sent_from_their_files_by_the_kernel() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let media = MediaFixture::new().unwrap();
+    let origin = start_origin_at(&media, "127.0.0.1:0", &[]);
+    let cache = tempfile::tempdir().unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("access.log");
+    let mut s = sections(&[origin.addr], cache.path(), 64 << 20);
+    s.insert(
+        "access_log",
+        format!("{{format: json, path: {}}}", log.display()),
+    );
+    let edge = start_proxy(&s, 1).await;
+    let (clip, size) = (&media.clip, media.clip.len());
+    let url = format!("{}/videos/clip.mp4", edge.url());
+    let sent = || series(&edge, "cdn_cache_sendfile_bytes_total");
+    // The first viewer follows the fill, sent from the files as they grow.
+    let r = client().get(&url).send().await.unwrap();
+    assert_eq!(r.headers()["x-cache"], "MISS");
+    assert!(r.bytes().await.unwrap() == *clip);
+    assert_eq!(sent().await, size as f64);
+
+    // One kept-alive connection, read a KiB at a time through a small
+    // receive buffer: a whole hit, two pipelined ranges, then one that
+    // closes the connection. Pingora's session stays in step throughout.
+    let request = |id: &str, range: &str, close: bool| {
+        let close = if close { "connection: close\r\n" } else { "" };
+        format!(
+            "GET /videos/clip.mp4 HTTP/1.1\r\nhost: t\r\nx-request-id: {id}\r\n{range}{close}\r\n"
+        )
+    };
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut conn = socket.connect(edge.server.addr).await.unwrap();
+    let mut buf = Vec::new();
+    let exchange = async {
+        conn.write_all(request("whole", "", false).as_bytes())
+            .await
+            .unwrap();
+        let (status, headers, body) = read_one(&mut conn, &mut buf).await;
+        assert_eq!(status, 200);
+        assert!(headers.contains(&("x-cache".into(), "HIT".into())));
+        assert!(body == *clip, "the whole clip");
+        let pipelined = request("a", "range: bytes=70000-200000\r\n", false)
+            + &request("b", "range: bytes=-1000\r\n", false);
+        conn.write_all(pipelined.as_bytes()).await.unwrap();
+        let (status, _, body) = read_one(&mut conn, &mut buf).await;
+        assert_eq!(status, 206);
+        assert!(body == clip[70000..=200000], "the first pipelined range");
+        let (status, _, body) = read_one(&mut conn, &mut buf).await;
+        assert_eq!(status, 206);
+        assert!(body == clip[size - 1000..], "the second pipelined range");
+        conn.write_all(request("last", "range: bytes=5-5\r\n", true).as_bytes())
+            .await
+            .unwrap();
+        let (status, _, body) = read_one(&mut conn, &mut buf).await;
+        assert_eq!((status, body.as_slice()), (206, &clip[5..=5]));
+        let mut rest = Vec::new();
+        conn.read_to_end(&mut rest).await.unwrap();
+        assert!(
+            rest.is_empty() && buf.is_empty(),
+            "nothing after the last answer"
+        );
+    };
+    tokio::time::timeout(Duration::from_secs(30), exchange)
+        .await
+        .expect("the exchange ends within 30 s");
+    let bodies = [("whole", size), ("a", 130_001), ("b", 1000), ("last", 1)];
+    let total: usize = bodies.iter().map(|(_, n)| n).sum();
+    assert_eq!(sent().await, (size + total) as f64);
+    // The access log counts the bytes Pingora's session did not write.
+    for (id, bytes) in bodies {
+        let line = logged_request(&log, id).await;
+        assert_eq!(
+            (line["bytes"].as_u64(), line["cache"].as_str()),
+            (Some(bytes as u64), Some("HIT")),
+            "{id}"
+        );
+    }
+
+    // A viewer who leaves mid-stream ends only its own answer.
+    let mut leaving = tokio::net::TcpStream::connect(edge.server.addr)
+        .await
+        .unwrap();
+    leaving
+        .write_all(request("left", "", false).as_bytes())
+        .await
+        .unwrap();
+    let mut some = vec![0u8; 64 * 1024];
+    leaving.read_exact(&mut some).await.unwrap();
+    drop(leaving);
+    let line = logged_request(&log, "left").await;
+    assert_eq!(line["status"], 200);
+    assert!(line["bytes"].as_u64().unwrap() <= size as u64, "{line}");
+
+    // Turned off (by a reload): hits are read and written by the proxy.
+    s.insert(
+        "cache",
+        format!(
+            "{{dir: {}, max_size: {}, sendfile: false}}",
+            cache.path().display(),
+            64 << 20
+        ),
+    );
+    let (public, admin) = (edge.server.addr.port(), edge.admin.port());
+    std::fs::write(&edge.cdn_yaml, render(public, admin, &s)).unwrap();
+    edge.server.signal("HUP").unwrap();
+    testkit::wait_until("the reload is applied", Duration::from_secs(10), || async {
+        (metrics(&edge).await["global"]["config_reloads_applied"] == 1).then_some(())
+    })
+    .await;
+    let before = sent().await;
+    let r = client().get(&url).send().await.unwrap();
+    assert_eq!(r.headers()["x-cache"], "HIT");
+    assert!(r.bytes().await.unwrap() == *clip);
+    assert_eq!(sent().await, before, "no sendfile once turned off");
 }

@@ -153,15 +153,28 @@ impl SliceRead {
     /// microseconds, and a slice file is read in at most 64 KiB steps
     /// (as nginx reads its cache without `aio threads`).
     pub async fn read(&mut self, at: u64, buf: &mut [u8]) -> Result<usize, ReadError> {
-        let available = match &mut self.follow {
-            Some(f) => f.available(at).await.map_err(|Broken| ReadError::Broken)?,
-            None => self.len,
-        };
-        let n = buf.len().min(available.saturating_sub(at) as usize);
+        let ready = self.ready(at).await?;
+        let n = buf.len().min(ready as usize);
         self.file
             .read_exact_at(&mut buf[..n], self.body_offset + at)
             .map_err(ReadError::Io)?;
         Ok(n)
+    }
+
+    /// How many body bytes from `at` are in the file, waiting for a fill
+    /// to write some; 0: none past `at` (the body's end).
+    pub async fn ready(&mut self, at: u64) -> Result<u64, ReadError> {
+        let available = match &mut self.follow {
+            Some(f) => f.available(at).await.map_err(|Broken| ReadError::Broken)?,
+            None => self.len,
+        };
+        Ok(available.saturating_sub(at))
+    }
+
+    /// The slice's file and the offset of body byte `at` in it (for
+    /// `sendfile`; bytes past `ready` are not there yet).
+    pub fn file_at(&self, at: u64) -> (&File, u64) {
+        (&self.file, self.body_offset + at)
     }
 }
 

@@ -114,6 +114,10 @@ pub struct CacheConfig {
     /// Request headers whose values are part of the cache key, after the
     /// path and query (e.g. `[host]` for origins that serve several sites).
     pub key_headers: Vec<String>,
+    /// Hits to plain HTTP/1 clients are sent from their files by the
+    /// kernel (`sendfile`); off: read and written by the proxy, as TLS
+    /// and HTTP/2 always are.
+    pub sendfile: bool,
 }
 
 impl Default for CacheConfig {
@@ -123,6 +127,7 @@ impl Default for CacheConfig {
             max_size: 1024 * 1024 * 1024,
             status_header: "X-Cache".into(),
             key_headers: Vec::new(),
+            sendfile: true,
         }
     }
 }

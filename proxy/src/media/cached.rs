@@ -6,16 +6,18 @@
 //! error) is fetched for this viewer alone, as without a cache: no stream
 //! is cut while an origin can serve it.
 
+use super::client_body::ClientBody;
 use super::fill::Fill;
 use super::object::Object;
 use super::pace::{Pace, READ_MAX};
 use super::slicing::Asked;
-use super::stream::{finish, mark_cache, write_body};
+use super::stream::mark_cache;
 use super::{Failed, MediaPath, Report, Served, HOP_BY_HOP};
 use crate::cache::{
     self, Cache, CacheStatus, Entry, Head, Joined, ObjectHash, ReadError, SliceId, SliceRead,
 };
 use crate::config::Config;
+use crate::direct_socket::SendFileError;
 use cdn_types::range::{evaluate, Outcome};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::Session;
@@ -146,23 +148,27 @@ impl MediaPath {
         }
         crate::cors::decorate(&mut header, session.req_header(), &cfg.cors);
         mark_cache(&mut header, cfg, report);
-        let want = want.filter(|_| is_get);
-        session
-            .write_response_header(Box::new(header), want.is_none())
+        let Some(want) = want.filter(|_| is_get) else {
+            session
+                .write_response_header(Box::new(header), true)
+                .await
+                .map_err(Failed::Cut)?;
+            report.header_at = Some(std::time::Instant::now());
+            return Ok(Served::Done);
+        };
+        let mut body = ClientBody::start(session, header, cfg.cache.sendfile)
             .await
             .map_err(Failed::Cut)?;
         report.header_at = Some(std::time::Instant::now());
-        let Some(want) = want else {
-            return Ok(Served::Done);
-        };
         let first = (want.start() / slice == index).then_some((index, read));
         self.metrics.media_streams.inc();
         let result = self
-            .deliver_cached(&look, session, &entry, &object, want, first)
+            .deliver_cached(&look, session, &mut body, &entry, &object, want, first)
             .await;
         self.metrics.media_streams.dec();
+        report.direct_bytes = body.direct_bytes;
         result?;
-        Box::pin(finish(session)).await.map_err(Failed::Cut)?;
+        Box::pin(body.finish(session)).await.map_err(Failed::Cut)?;
         Ok(Served::Done)
     }
 
@@ -308,10 +314,12 @@ impl MediaPath {
 
     /// Writes `want` of the object to the client, slice by slice, from the
     /// cache where it can and from the origins where it cannot.
+    #[allow(clippy::too_many_arguments)]
     async fn deliver_cached(
         &self,
         look: &Lookup<'_>,
         session: &mut Session,
+        body: &mut ClientBody,
         entry: &Arc<Entry>,
         object: &Object,
         want: RangeInclusive<u64>,
@@ -348,25 +356,42 @@ impl MediaPath {
             let read = read.filter(|r| r.len == slice_last - slice_start + 1);
             if let Some(mut read) = read {
                 self.metrics.media_slices.inc();
-                match copy_cached(
-                    session,
-                    &mut read,
-                    slice_start,
-                    &mut pos,
-                    until,
-                    &mut pace,
-                    &mut buf,
-                    &self.metrics,
-                )
-                .await
-                {
+                let copied = match body.direct() {
+                    Some(_) => {
+                        send_cached(body, &mut read, slice_start, &mut pos, until, &self.metrics)
+                            .await
+                    }
+                    None => {
+                        copy_cached(
+                            session,
+                            body,
+                            &mut read,
+                            slice_start,
+                            &mut pos,
+                            until,
+                            &mut pace,
+                            &mut buf,
+                            &self.metrics,
+                        )
+                        .await
+                    }
+                };
+                match copied {
                     Ok(()) => continue,
                     Err(Copy::Client(e)) => return Err(Failed::Cut(e)),
                     Err(Copy::Cache) => {}
                 }
             }
             // The rest of this slice, fetched for this viewer.
-            let rest = self.deliver(session, look.cfg, object, pos..=until, None, look.pool);
+            let rest = self.deliver(
+                session,
+                body,
+                look.cfg,
+                object,
+                pos..=until,
+                None,
+                look.pool,
+            );
             Box::pin(rest).await?;
             pos = until + 1;
         }
@@ -392,6 +417,7 @@ enum Copy {
 #[allow(clippy::too_many_arguments)]
 async fn copy_cached(
     session: &mut Session,
+    body: &mut ClientBody,
     read: &mut SliceRead,
     slice_start: u64,
     pos: &mut u64,
@@ -421,11 +447,54 @@ async fn copy_cached(
                 return Err(Copy::Cache);
             }
         };
-        write_body(session, &buf[..n]).await.map_err(Copy::Client)?;
+        body.write(session, &buf[..n]).await.map_err(Copy::Client)?;
         pace.wrote(n, std::time::Instant::now());
         *pos += n as u64;
         metrics.total_bytes.inc_by(n as u64);
         metrics.cache_client_bytes.inc_by(n as u64);
+    }
+    Ok(())
+}
+
+/// Sends bytes `pos..=until` of the object from a slice starting at
+/// `slice_start` with `sendfile`, as a fill writes them: no buffer of ours,
+/// the client's socket paces it.
+async fn send_cached(
+    body: &mut ClientBody,
+    read: &mut SliceRead,
+    slice_start: u64,
+    pos: &mut u64,
+    until: u64,
+    metrics: &crate::metrics::Metrics,
+) -> Result<(), Copy> {
+    while *pos <= until {
+        let at = *pos - slice_start;
+        let ready = match read.ready(at).await {
+            Ok(n) if n > 0 => n,
+            Ok(_) | Err(ReadError::Broken) | Err(ReadError::Io(_)) => return Err(Copy::Cache),
+        };
+        let len = ready.min(until - *pos + 1) as usize;
+        let (file, offset) = read.file_at(at);
+        let socket = body.direct().expect("sending past Pingora");
+        let n = match socket.send_file(file, offset, len).await {
+            Ok(n) if n > 0 => n,
+            Ok(_) => return Err(Copy::Cache),
+            Err(SendFileError::Client(e)) => {
+                return Err(Copy::Client(
+                    Error::because(ErrorType::WriteError, "sending body", e).into_down(),
+                ))
+            }
+            Err(SendFileError::File(e)) => {
+                tracing::warn!("cache: a slice file could not be sent, fetching instead: {e}");
+                metrics.cache_errors.inc();
+                return Err(Copy::Cache);
+            }
+        };
+        body.sent_direct(n);
+        *pos += n as u64;
+        metrics.total_bytes.inc_by(n as u64);
+        metrics.cache_client_bytes.inc_by(n as u64);
+        metrics.cache_sendfile_bytes.inc_by(n as u64);
     }
     Ok(())
 }

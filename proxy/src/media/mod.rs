@@ -7,12 +7,14 @@
 //! as it is (`origin_response.rs`).
 //!
 //! `slicing.rs` is the arithmetic, `object.rs` what the first slice fixes,
-//! `fetch.rs` one fetch from one origin, `stream.rs` the client's response;
+//! `fetch.rs` one fetch from one origin, `stream.rs` the client's response,
+//! `client_body.rs` where its body goes (through Pingora, or `sendfile`);
 //! with a cache, `cached.rs` answers from it and `fill.rs` fills it.
 //! Anything that is not a media GET, or that the origins do not answer with
 //! ranges, goes the plain Pingora proxy path unchanged.
 
 mod cached;
+mod client_body;
 mod fetch;
 mod fill;
 mod object;

@@ -4,6 +4,7 @@
 //! beyond one read). An origin failing mid-fetch is replaced by another for
 //! the rest of that slice, its bytes checked to be the same object's.
 
+use super::client_body::ClientBody;
 use super::fetch::{Ask, NoAnswer, OpenSlice};
 use super::object::{Mismatch, Object};
 use super::pace::Pace;
@@ -13,7 +14,6 @@ use crate::config::Config;
 use bytes::Bytes;
 use cdn_types::range::{range_outcome, Outcome};
 use pingora::http::ResponseHeader;
-use pingora::protocols::http::ServerSession;
 use pingora::proxy::Session;
 use pingora::{Error, ErrorType, OrErr};
 use smallvec::SmallVec;
@@ -40,6 +40,9 @@ pub struct Report {
     pub attempts: u32,
     /// What the cache did, when there is one.
     pub cache: Option<crate::cache::CacheStatus>,
+    /// Body bytes sent past Pingora's session (`sendfile`), which it does
+    /// not count.
+    pub direct_bytes: u64,
 }
 
 /// Why the media path could not answer.
@@ -171,19 +174,18 @@ impl MediaPath {
         }
         crate::cors::decorate(&mut header, session.req_header(), &cfg.cors);
         mark_cache(&mut header, cfg, report);
-        session
-            .write_response_header(Box::new(header), false)
+        let mut body = ClientBody::start(session, header, false)
             .await
             .map_err(Failed::Cut)?;
         report.header_at = Some(std::time::Instant::now());
         let pending = (got.start() == want.start()).then_some(first);
         self.metrics.media_streams.inc();
         let result = self
-            .deliver(session, cfg, &object, want, pending, pool)
+            .deliver(session, &mut body, cfg, &object, want, pending, pool)
             .await;
         self.metrics.media_streams.dec();
         result?;
-        Box::pin(finish(session)).await.map_err(Failed::Cut)?;
+        Box::pin(body.finish(session)).await.map_err(Failed::Cut)?;
         Ok(Served::Done)
     }
 
@@ -213,9 +215,11 @@ impl MediaPath {
     /// Writes `want` to the client, slice by slice, starting with `pending`
     /// (the first fetch, when it starts where the client's range does).
     /// The caller ends the body.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn deliver(
         &self,
         session: &mut Session,
+        body: &mut ClientBody,
         cfg: &Arc<Config>,
         object: &Object,
         want: RangeInclusive<u64>,
@@ -269,6 +273,7 @@ impl MediaPath {
             let until = last.min(*fetch.end());
             let copied = copy(
                 session,
+                body,
                 &mut open,
                 &mut pos,
                 until,
@@ -278,11 +283,15 @@ impl MediaPath {
             match copied.await {
                 Ok(()) => {
                     failed.clear();
-                    let OpenSlice { body, pool_key, .. } = open;
+                    let OpenSlice {
+                        body: origin_body,
+                        pool_key,
+                        ..
+                    } = open;
                     // Only a connection whose response was read to its end goes back to the pool.
                     if until == *fetch.end() {
                         // Boxed: a short step that would otherwise widen every stream's future.
-                        if let Some(stream) = Box::pin(body.into_reusable()).await {
+                        if let Some(stream) = Box::pin(origin_body.into_reusable()).await {
                             let idle = Some(cfg.timeouts.idle);
                             self.fetcher
                                 .connector
@@ -361,6 +370,7 @@ impl MediaPath {
 /// a time; `pos` advances with every byte the client was given.
 async fn copy(
     session: &mut Session,
+    body: &mut ClientBody,
     open: &mut OpenSlice,
     pos: &mut u64,
     until: u64,
@@ -387,7 +397,7 @@ async fn copy(
         if take == 0 {
             continue;
         }
-        write_body(session, &bytes[..take])
+        body.write(session, &bytes[..take])
             .await
             .map_err(CopyError::Client)?;
         pace.wrote(take, std::time::Instant::now());
@@ -403,27 +413,6 @@ async fn copy(
 pub(super) fn mark_cache(header: &mut ResponseHeader, cfg: &Config, report: &Report) {
     if let (Some(name), Some(status)) = (&cfg.cache_status_name, report.cache) {
         let _ = header.insert_header(name.clone(), status.as_str());
-    }
-}
-
-/// Writes body bytes to the client: straight from the slice on HTTP/1.
-pub(super) async fn write_body(session: &mut Session, bytes: &[u8]) -> pingora::Result<()> {
-    match session.as_downstream_mut() {
-        ServerSession::H1(s) => s.write_body(bytes).await.map(|_| ()),
-        other => {
-            other
-                .write_response_body(Bytes::copy_from_slice(bytes), false)
-                .await
-        }
-    }
-    .map_err(Error::into_down)
-}
-
-/// Ends the client's body (flushes; the length was announced).
-pub(super) async fn finish(session: &mut Session) -> pingora::Result<()> {
-    match session.as_downstream_mut() {
-        ServerSession::H1(s) => s.finish_body().await.map(|_| ()),
-        other => other.finish_body().await,
     }
 }
 

@@ -58,6 +58,9 @@ pub struct Metrics {
     pub cache_requests: [IntCounter; 6],
     /// `cdn_cache_client_bytes_total`: body bytes the cache path sent to clients.
     pub cache_client_bytes: IntCounter,
+    /// `cdn_cache_sendfile_bytes_total`: the part of them the kernel sent
+    /// from the files (`sendfile`), never copied through the proxy.
+    pub cache_sendfile_bytes: IntCounter,
     /// `cdn_cache_fill_bytes_total`: body bytes fetched from origins into the cache.
     pub cache_fill_bytes: IntCounter,
     /// `cdn_cache_errors_total`: disk errors (the request was served without storing).
@@ -108,6 +111,10 @@ impl Metrics {
             cache_client_bytes: register_int_counter!(
                 "cdn_cache_client_bytes_total",
                 "Body bytes sent to clients from the cache's files (hits, and followers of fills)."
+            )?,
+            cache_sendfile_bytes: register_int_counter!(
+                "cdn_cache_sendfile_bytes_total",
+                "The part of cdn_cache_client_bytes_total sent by the kernel from the files (sendfile, plain HTTP/1)."
             )?,
             cache_fill_bytes: register_int_counter!(
                 "cdn_cache_fill_bytes_total",

@@ -147,6 +147,14 @@ pub async fn start_proxy_with_grace(
     edge
 }
 
+/// A series' value from `/prometheus`, 0 if absent.
+pub async fn series(edge: &Edge, name: &str) -> f64 {
+    let text = prometheus_text(edge).await;
+    let line = text.lines().find(|l| l.split(' ').next() == Some(name));
+    line.and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// GET /metrics from the proxy, parsed.
 pub async fn metrics(edge: &Edge) -> serde_json::Value {
     let r = testkit::raw_get_async(edge.server.addr, edge.metrics_path)
