@@ -79,6 +79,8 @@ async fn https_serves_http1_and_http2_byte_exact() {
     let port = testkit::reserve_port();
     let mut sections = default_sections(&[origins[0].addr]);
     sections.insert("tls", tls_section(port, &[&local]));
+    let cache = tempfile::tempdir().unwrap();
+    sections.insert("cache", format!("{{dir: {}}}", cache.path().display()));
     let edge = start_proxy(&sections, 1).await;
     let ca = local.join("ca.pem");
     let ca = ca.to_str().unwrap();
@@ -94,6 +96,10 @@ async fn https_serves_http1_and_http2_byte_exact() {
         assert_eq!((got.version.as_str(), got.status), (version, 200), "{flag}");
         assert_eq!(got.body, media.clip, "{flag}");
     }
+    // Answers from the cache (the second round is all hits) are framed by
+    // TLS and HTTP/2: written through Pingora, never with sendfile.
+    assert!(series(&edge, "cdn_cache_requests_total{status=\"HIT\"}").await >= 2.0);
+    assert_eq!(series(&edge, "cdn_cache_sendfile_bytes_total").await, 0.0);
     // Local endpoints answer over HTTPS too.
     let got = curl(
         dir,
@@ -112,12 +118,22 @@ async fn h2c_is_served_on_the_plain_listener_when_enabled() {
     let origins = start_origins(&media, 1);
     let mut sections = default_sections(&[origins[0].addr]);
     sections.insert("h2c", "true".into());
+    let cache = tempfile::tempdir().unwrap();
+    sections.insert("cache", format!("{{dir: {}}}", cache.path().display()));
     let edge = start_proxy(&sections, 1).await;
     let dir = edge.dir.path();
     let url = format!("{}/videos/clip.mp4", edge.url());
-    let got = curl(dir, &["--http2-prior-knowledge", "-r", "5-70000"], &url).unwrap();
-    assert_eq!((got.version.as_str(), got.status), ("2", 206));
-    assert_eq!(got.body, media.clip[5..=70000]);
+    for _ in ["miss", "hit"] {
+        let got = curl(dir, &["--http2-prior-knowledge", "-r", "5-70000"], &url).unwrap();
+        assert_eq!((got.version.as_str(), got.status), ("2", 206));
+        assert_eq!(got.body, media.clip[5..=70000]);
+    }
+    // A hit over HTTP/2 on the plain socket still goes through Pingora's framing.
+    assert_eq!(
+        series(&edge, "cdn_cache_requests_total{status=\"HIT\"}").await,
+        1.0
+    );
+    assert_eq!(series(&edge, "cdn_cache_sendfile_bytes_total").await, 0.0);
     // HTTP/1.1 on the same listener still works.
     let got = curl(dir, &["--http1.1"], &url).unwrap();
     assert_eq!((got.version.as_str(), got.status), ("1.1", 200));
