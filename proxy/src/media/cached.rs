@@ -9,7 +9,7 @@
 use super::client_body::ClientBody;
 use super::fill::Fill;
 use super::object::Object;
-use super::pace::{Pace, READ_MAX};
+use super::pace::Pace;
 use super::slicing::Asked;
 use super::stream::mark_cache;
 use super::{Failed, MediaPath, Report, Served, HOP_BY_HOP};
@@ -427,11 +427,12 @@ async fn copy_cached(
     metrics: &crate::metrics::Metrics,
 ) -> Result<(), Copy> {
     while *pos <= until {
-        // A client that keeps up reads the file in larger steps (fewer
+        // A client seen to keep up reads the file in larger steps (fewer
         // system calls per GiB); a slow one's buffer shrinks with its pace.
-        let pace_size = match pace.read_size() {
-            READ_MAX => CACHE_READ_MAX,
-            slower => slower,
+        let pace_size = if pace.keeps_up() {
+            CACHE_READ_MAX
+        } else {
+            pace.read_size()
         };
         let size = pace_size.min((until - *pos + 1) as usize);
         buf.resize(size, 0);

@@ -33,6 +33,8 @@ pub struct Pace {
     read_size: usize,
     since: Instant,
     bytes: u64,
+    /// A window has passed: `read_size` is the client's, not a guess.
+    measured: bool,
 }
 
 impl Pace {
@@ -42,6 +44,7 @@ impl Pace {
             read_size: READ_MAX,
             since: now,
             bytes: 0,
+            measured: false,
         }
     }
 
@@ -56,12 +59,20 @@ impl Pace {
                 .clamp(READ_MIN, READ_MAX);
             self.since = now;
             self.bytes = 0;
+            self.measured = true;
         }
     }
 
     /// Bytes to read from the origin next.
     pub fn read_size(&self) -> usize {
         self.read_size
+    }
+
+    /// Has the client been seen to take `READ_MAX` reads as fast as they
+    /// come? Not before a window has passed: a slow client's first large
+    /// write would hold its buffer for seconds.
+    pub fn keeps_up(&self) -> bool {
+        self.measured && self.read_size == READ_MAX
     }
 }
 
@@ -84,6 +95,17 @@ mod tests {
         assert_eq!(after(16 * 1024, 3), READ_MIN);
         assert_eq!(after(2 << 20, 1), 32 * 1024);
         assert_eq!(after(1 << 30, 1), READ_MAX);
+    }
+
+    #[test]
+    fn only_a_client_seen_to_keep_up_keeps_up() {
+        let t0 = Instant::now();
+        let mut p = Pace::new(t0);
+        assert!(!p.keeps_up(), "not known yet");
+        p.wrote(100 << 20, t0 + WINDOW);
+        assert!(p.keeps_up());
+        p.wrote(20_000, t0 + WINDOW * 2);
+        assert!(!p.keeps_up());
     }
 
     #[test]
