@@ -743,3 +743,69 @@ async fn hits_to_plain_http1_clients_are_sent_from_their_files_by_the_kernel() {
     assert!(r.bytes().await.unwrap() == *clip);
     assert_eq!(sent().await, before, "no sendfile once turned off");
 }
+
+/// Syncs and evicts every file under `dir` from the page cache.
+fn evict(dir: &Path) {
+    for entry in walkdir::WalkDir::new(dir).into_iter().flatten() {
+        if entry.file_type().is_file() {
+            let f = std::fs::File::open(entry.path()).unwrap();
+            f.sync_all().unwrap();
+            rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cold_hits_are_read_from_disk_off_the_request_threads() {
+    let media = MediaFixture::new().unwrap();
+    let origin = start_origin_at(&media, "127.0.0.1:0", &[]);
+    for sendfile in [true, false] {
+        // On the build's disk: pages of a tmpfs /tmp cannot be evicted.
+        let cache = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+        let mut s = sections(&[origin.addr], cache.path(), 64 << 20);
+        s.insert(
+            "cache",
+            format!(
+                "{{dir: {}, max_size: {}, sendfile: {sendfile}}}",
+                cache.path().display(),
+                64 << 20
+            ),
+        );
+        let edge = start_proxy(&s, 1).await;
+        let url = format!("{}/videos/clip.mp4", edge.url());
+        let get = |range: Option<&'static str>| {
+            let mut req = client().get(&url);
+            if let Some(r) = range {
+                req = req.header("range", r);
+            }
+            req.send()
+        };
+        let r = get(None).await.unwrap();
+        assert_eq!(r.headers()["x-cache"], "MISS");
+        assert!(r.bytes().await.unwrap() == media.clip);
+        let r = get(None).await.unwrap();
+        assert_eq!(r.headers()["x-cache"], "HIT");
+        assert!(r.bytes().await.unwrap() == media.clip);
+        assert_eq!(
+            series(&edge, "cdn_cache_cold_reads_total").await,
+            0.0,
+            "all warm"
+        );
+        // Out of the page cache: every slice read comes from the disk.
+        evict(cache.path());
+        let r = get(Some("bytes=70000-1000000")).await.unwrap();
+        assert_eq!(r.headers()["x-cache"], "HIT");
+        assert!(r.bytes().await.unwrap() == media.clip[70000..=1_000_000]);
+        let r = get(None).await.unwrap();
+        assert!(r.bytes().await.unwrap() == media.clip);
+        let cold = series(&edge, "cdn_cache_cold_reads_total").await;
+        // The range's 15 slices, and the whole clip's 49 less those, at least.
+        assert!(cold >= 49.0, "sendfile {sendfile}: {cold} cold reads");
+        let sent = series(&edge, "cdn_cache_sendfile_bytes_total").await;
+        assert_eq!(
+            sent > 0.0,
+            sendfile,
+            "sendfile {sendfile}: {sent} bytes by sendfile"
+        );
+    }
+}

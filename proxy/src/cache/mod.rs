@@ -15,6 +15,7 @@
 mod coalesce;
 mod freshness;
 mod index;
+mod residency;
 mod store;
 
 pub use coalesce::{Broken, Follower, Head, Joined, Leader, SliceId};
@@ -169,6 +170,19 @@ impl SliceRead {
             None => self.len,
         };
         Ok(available.saturating_sub(at))
+    }
+
+    /// Makes body bytes `at..at + len` resident in the page cache, read
+    /// on the blocking pool if they are not (`residency.rs`), so that
+    /// sending or reading them does not wait for the disk on a runtime
+    /// thread. True: they were cold.
+    pub async fn make_resident(&self, at: u64, len: u64) -> std::io::Result<bool> {
+        let offset = self.body_offset + at;
+        if residency::resident(&self.file, offset, len) {
+            return Ok(false);
+        }
+        residency::warm(self.file.clone(), offset, len).await?;
+        Ok(true)
     }
 
     /// The slice's file and the offset of body byte `at` in it (for

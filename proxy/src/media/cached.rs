@@ -439,6 +439,17 @@ async fn copy_cached(
         if buf.capacity() > 2 * pace_size {
             buf.shrink_to(pace_size);
         }
+        let ready = read
+            .ready(*pos - slice_start)
+            .await
+            .map_err(|_| Copy::Cache)?;
+        resident(
+            read,
+            *pos - slice_start,
+            (size as u64).min(ready) as usize,
+            metrics,
+        )
+        .await?;
         let n = match read.read(*pos - slice_start, buf).await {
             Ok(n) if n > 0 => n,
             Ok(_) | Err(ReadError::Broken) => return Err(Copy::Cache),
@@ -475,6 +486,7 @@ async fn send_cached(
             Ok(_) | Err(ReadError::Broken) | Err(ReadError::Io(_)) => return Err(Copy::Cache),
         };
         let len = ready.min(until - *pos + 1) as usize;
+        resident(read, at, len, metrics).await?;
         let (file, offset) = read.file_at(at);
         let socket = body.direct().expect("sending past Pingora");
         let n = match socket.send_file(file, offset, len).await {
@@ -498,6 +510,28 @@ async fn send_cached(
         metrics.cache_sendfile_bytes.inc_by(n as u64);
     }
     Ok(())
+}
+
+/// Brings bytes `at..at + len` of a slice into the page cache off the
+/// runtime thread if they are not there (counted as a cold read).
+async fn resident(
+    read: &SliceRead,
+    at: u64,
+    len: usize,
+    metrics: &crate::metrics::Metrics,
+) -> Result<(), Copy> {
+    match read.make_resident(at, len as u64).await {
+        Ok(false) => Ok(()),
+        Ok(true) => {
+            metrics.cache_cold_reads.inc();
+            Ok(())
+        }
+        Err(e) => {
+            tracing::warn!("cache: a slice file could not be read, fetching instead: {e}");
+            metrics.cache_errors.inc();
+            Err(Copy::Cache)
+        }
+    }
 }
 
 /// A 304, 412 or 416 answer about the object (no body): the object's

@@ -61,6 +61,9 @@ pub struct Metrics {
     /// `cdn_cache_sendfile_bytes_total`: the part of them the kernel sent
     /// from the files (`sendfile`), never copied through the proxy.
     pub cache_sendfile_bytes: IntCounter,
+    /// `cdn_cache_cold_reads_total`: reads of cached bytes that were not
+    /// in the page cache, brought in on the blocking pool first.
+    pub cache_cold_reads: IntCounter,
     /// `cdn_cache_fill_bytes_total`: body bytes fetched from origins into the cache.
     pub cache_fill_bytes: IntCounter,
     /// `cdn_cache_errors_total`: disk errors (the request was served without storing).
@@ -115,6 +118,10 @@ impl Metrics {
             cache_sendfile_bytes: register_int_counter!(
                 "cdn_cache_sendfile_bytes_total",
                 "The part of cdn_cache_client_bytes_total sent by the kernel from the files (sendfile, plain HTTP/1)."
+            )?,
+            cache_cold_reads: register_int_counter!(
+                "cdn_cache_cold_reads_total",
+                "Reads of cached bytes that were not in the page cache (read from disk on the blocking pool, off the request threads)."
             )?,
             cache_fill_bytes: register_int_counter!(
                 "cdn_cache_fill_bytes_total",
