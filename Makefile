@@ -4,7 +4,7 @@ CARGO ?= cargo
 MEDIA ?= media
 
 .PHONY: help run build sample deps web-deps e2e-deps test test-local test-k8s test-docker lint prometheus \
-	up down logs ps scale bench-origin bench-proxy bench-instructions bench-policies bench-streams bench-tls bench-cache clean
+	up down logs ps scale bench-origin bench-proxy bench-instructions bench-policies bench-streams bench-tls bench-cache bench-cold clean
 
 # Containers: `docker compose` (v2) where it exists, else `docker-compose` (v1.29).
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
@@ -105,6 +105,10 @@ bench-tls: build ## HTTPS termination: cdn-proxy (rustls) vs nginx vs HAProxy wi
 bench-cache: build ## the edge cache vs nginx slice + proxy_cache vs the origin direct: hit throughput, CPU per GiB, first-byte time of hits, origin offload (one hot video; a Zipf mix)
 	@scripts/ensure-packages.sh nginx:nginx-light wrk:wrk curl:curl
 	@bench/cache.sh
+
+bench-cold: build ## hot cache hits beside hits read from disk: cdn-proxy vs nginx (BASE_BIN=another cdn-proxy binary adds it)
+	@scripts/ensure-packages.sh nginx:nginx-light curl:curl python3:python3
+	@bench/cold-hits.sh
 
 bench-policies: build sample ## every selection policy vs nginx/HAProxy least-conn under open-loop load with one origin degraded (table + plot in bench/results/policies)
 	@scripts/ensure-packages.sh nginx:nginx-light haproxy:haproxy curl:curl python3:python3
