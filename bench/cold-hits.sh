@@ -113,13 +113,17 @@ echo "| target | load | errors | p50 ms | p99 ms | p99.9 ms | max ms |"; echo "|
 for t in "${targets[@]}"; do
   hot "$t" "hot only"
   evict "${CACHE[$t]}" & ev=$!; pids+=($ev)
-  cold=()
+  cold=(); : >"$D/logs/cold-$t.txt"; start=$(date +%s.%N)
   for i in 0 1 0 1; do
-    (while true; do curl -s -o /dev/null "http://127.0.0.1:${PORT[$t]}/cold-$i.bin" || break; done) &
+    (while true; do
+      curl -s -o /dev/null -w '%{size_download}\n' "http://127.0.0.1:${PORT[$t]}/cold-$i.bin" >>"$D/logs/cold-$t.txt" || break
+    done) &
     cold+=($!); pids+=($!)
   done
   hot "$t" "beside 4 cold streams"
   for p in "$ev" "${cold[@]}"; do pkill -P "$p" 2>/dev/null || true; kill "$p" 2>/dev/null || true; done
+  # The cold streams' pace: whole downloads finished while the hot load ran.
+  awk -v t="$t" -v s="$start" -v e="$(date +%s.%N)" '{b+=$1} END{printf "%s: cold streams finished %.0f MiB in %.1f s (%.0f MiB/s)\n", t, b/1048576, e-s, b/1048576/(e-s)}' "$D/logs/cold-$t.txt" >&2
   cold_reads=$(curl -s "http://127.0.0.1:${PORT[$t]}/prometheus" 2>/dev/null | awk '$1=="cdn_cache_cold_reads_total"{print $2}')
   [[ -n $cold_reads ]] && echo "$t: cdn_cache_cold_reads_total $cold_reads" >&2
 done
