@@ -74,35 +74,44 @@ impl DirectSocket {
         len: usize,
     ) -> Result<usize, SendFileError> {
         let len = len.min(SENDFILE_MAX);
-        loop {
-            let mut ready = self.fd.writable().await.map_err(SendFileError::Client)?;
+        self.writing(|socket| {
             let mut at = offset;
-            // `EAGAIN` (no room) clears the readiness, and the loop waits.
-            let sent = ready.try_io(|fd| {
-                rustix::fs::sendfile(fd.get_ref(), file, Some(&mut at), len)
-                    .map_err(io::Error::from)
-            });
-            match sent {
-                Ok(Ok(n)) => return Ok(n),
-                Ok(Err(e)) => return Err(classify(e)),
-                Err(_would_block) => {}
-            }
-        }
+            rustix::fs::sendfile(socket, file, Some(&mut at), len).map_err(io::Error::from)
+        })
+        .await
+        .map_err(classify)
     }
 
     /// Writes all of `bytes`, waiting for room in the socket.
     pub async fn write_all(&self, mut bytes: &[u8]) -> io::Result<()> {
         while !bytes.is_empty() {
+            let n = self
+                .writing(|socket| rustix::io::write(socket, bytes).map_err(io::Error::from))
+                .await?;
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            bytes = &bytes[n..];
+        }
+        Ok(())
+    }
+
+    /// Runs `write` on the socket until it does not find the socket full.
+    /// It is tried at once: a socket usually has room, and a new
+    /// registration reads as not ready until the reactor has polled it.
+    async fn writing<R>(&self, mut write: impl FnMut(&OwnedFd) -> io::Result<R>) -> io::Result<R> {
+        match write(self.fd.get_ref()) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            done => return done,
+        }
+        loop {
             let mut ready = self.fd.writable().await?;
-            match ready.try_io(|fd| rustix::io::write(fd.get_ref(), bytes).map_err(io::Error::from))
-            {
-                Ok(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(Ok(n)) => bytes = &bytes[n..],
-                Ok(Err(e)) => return Err(e),
+            // `EAGAIN` clears the readiness, and the loop waits for room.
+            match ready.try_io(|fd| write(fd.get_ref())) {
+                Ok(done) => return done,
                 Err(_would_block) => {}
             }
         }
-        Ok(())
     }
 }
 
