@@ -156,7 +156,8 @@ impl MediaPath {
             report.header_at = Some(std::time::Instant::now());
             return Ok(Served::Done);
         };
-        let mut body = ClientBody::start(session, header, cfg.cache.sendfile)
+        let direct = cfg.cache.sendfile && want.end() - want.start() + 1 >= SENDFILE_MIN;
+        let mut body = ClientBody::start(session, header, direct)
             .await
             .map_err(Failed::Cut)?;
         report.header_at = Some(std::time::Instant::now());
@@ -398,6 +399,12 @@ impl MediaPath {
         Ok(())
     }
 }
+
+/// The smallest answer sent with `sendfile`: below it, setting up the
+/// socket (a duplicate, its registration, its residency asked) costs more
+/// than the copy it saves (about 5 µs of 85 per 16 KiB hit, level at
+/// 64 KiB, measured with wrk).
+const SENDFILE_MIN: u64 = 64 * 1024;
 
 /// The largest read of a slice file, for a client that keeps up: a
 /// quarter of the system calls of 64 KiB reads (about a fifth less CPU per
