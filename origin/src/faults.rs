@@ -49,6 +49,15 @@ pub struct FaultSettings {
     /// Threads that burn CPU in a busy loop (0–64); shows in cpu_utilization.
     #[arg(long = "fault-cpu-burn", value_name = "THREADS", default_value_t = 0)]
     pub cpu_burn_threads: usize,
+    /// The CPU utilisation (0.0–1.0) the load report gives at least, as if
+    /// the process were that busy: load-aware balancing shown or tested
+    /// without burning a core (0: the measured figure).
+    #[arg(
+        long = "fault-cpu-report",
+        value_name = "FRACTION",
+        default_value_t = 0.0
+    )]
+    pub cpu_report_floor: f64,
     /// Accept connections but never answer (except /admin/faults).
     #[arg(long = "fault-hang", default_value_t = false)]
     pub hang: bool,
@@ -77,6 +86,12 @@ impl FaultSettings {
                 self.error_status
             ));
         }
+        if !(0.0..=1.0).contains(&self.cpu_report_floor) {
+            return Err(format!(
+                "cpu_report_floor must be between 0.0 and 1.0, got {}",
+                self.cpu_report_floor
+            ));
+        }
         if self.cpu_burn_threads > MAX_BURN_THREADS {
             return Err(format!(
                 "cpu_burn_threads must be at most {MAX_BURN_THREADS}, got {}",
@@ -97,6 +112,7 @@ pub struct FaultPatch {
     error_rate: Option<f64>,
     error_status: Option<u16>,
     cpu_burn_threads: Option<usize>,
+    cpu_report_floor: Option<f64>,
     hang: Option<bool>,
     cut_after_bytes: Option<u64>,
     /// Turn everything off first, then apply the other fields.
@@ -124,6 +140,7 @@ impl FaultPatch {
             error_rate,
             error_status,
             cpu_burn_threads,
+            cpu_report_floor,
             hang,
             cut_after_bytes
         );

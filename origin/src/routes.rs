@@ -48,6 +48,14 @@ pub struct App {
     pub fault_admin_token: Option<String>,
 }
 
+/// The load report this origin gives, with the `cpu_report_floor` fault.
+fn load_report(app: &App) -> cdn_types::LoadReport {
+    let mut report = app.metrics.load_report();
+    let floor = app.faults.current().settings.cpu_report_floor;
+    report.cpu_utilization = report.cpu_utilization.max(floor);
+    report
+}
+
 /// Marks a response whose body accounts for itself (a file stream).
 #[derive(Clone, Copy)]
 pub struct Streamed;
@@ -85,7 +93,7 @@ pub async fn handle(
     }
     let h = resp.headers_mut();
     h.insert(NAME_HEADER, app.name.clone());
-    if let Ok(v) = HeaderValue::from_str(&m.load_report().to_orca_text()) {
+    if let Ok(v) = HeaderValue::from_str(&load_report(&app).to_orca_text()) {
         h.insert(LOAD_HEADER, v);
     }
     if let (Some(log), Some(asked)) = (&app.access_log, asked) {
@@ -136,7 +144,7 @@ async fn route(
                 StatusCode::OK,
                 &LoadJson {
                     name,
-                    report: app.metrics.load_report(),
+                    report: load_report(app),
                 },
             )
         }),

@@ -221,6 +221,35 @@ async fn cpu_burn_shows_in_cpu_utilization() {
 }
 
 #[tokio::test]
+async fn a_cpu_report_floor_shows_in_the_load_report_and_header() {
+    let media = MediaFixture::new().unwrap();
+    let o = start_origin(&media, &["--fault-admin"]);
+    let http = client();
+    assert!(cpu(&http, &o).await < 0.5, "idle");
+    let (st, body) = post_faults(&http, &o, r#"{"cpu_report_floor": 1.5}"#).await;
+    assert_eq!(st, 422);
+    assert!(body.contains("cpu_report_floor"), "{body}");
+    assert_eq!(
+        post_faults(&http, &o, r#"{"cpu_report_floor": 0.9}"#)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(cpu(&http, &o).await, 0.9);
+    // The in-band report on every response says so too (ORCA text).
+    let r = http
+        .get(format!("{}/videos/clip.mp4", o.url()))
+        .header("range", "bytes=0-9")
+        .send()
+        .await
+        .unwrap();
+    let report = r.headers()[cdn_types::LOAD_HEADER].to_str().unwrap();
+    assert!(report.contains("cpu_utilization=0.9000"), "{report}");
+    assert_eq!(post_faults(&http, &o, r#"{"reset": true}"#).await.0, 200);
+    assert!(cpu(&http, &o).await < 0.5, "the measured figure again");
+}
+
+#[tokio::test]
 async fn with_a_token_the_fault_admin_wants_it() {
     let media = MediaFixture::new().unwrap();
     let secrets = tempfile::tempdir().unwrap();

@@ -33,18 +33,18 @@ async fn an_origin_reporting_high_cpu_lands_in_a_higher_tier_and_gets_less_traff
     let media = MediaFixture::new().unwrap();
     let origins = start_origins(&media, 3);
     let addrs: Vec<_> = origins.iter().map(|o| o.addr).collect();
-    // One burning thread on this 2-core machine reports 0.4-0.5 CPU, a
-    // score of about 25, and as little as 0.35 (20) when the tests beside
-    // it take the cores: too near the default first bound, and near 15 it
-    // still crossed back mid-run on a busy CI machine. Two threads report
-    // 0.6-1.0 (35-57); a bound of 15 then keeps the test about the tier,
-    // not about how busy the runner is.
+    // The origin reports 90 % CPU (a fault that sets its load report's
+    // figure; that burning threads show there is cdn-origin's own test).
+    // Real burning threads made this test about how busy the runner was:
+    // a thread reported 0.35-0.5 CPU, near a tier bound, and the tier
+    // flipped back mid-run on a busy CI machine. Full CPU alone is worth
+    // 30 points (its weight); a first bound of 15 puts that clearly in
+    // tier 1, past the hysteresis either way.
     let mut sections = default_sections(&addrs);
     sections.insert("selection", "{tier_bounds: [15, 50, 75]}".into());
     let edge = start_proxy(&sections, 3).await;
     let http = client();
-    // Threads burning the cores: its load report says so (its peers idle).
-    set_faults(&http, &origins[0], r#"{"cpu_burn_threads": 2}"#).await;
+    set_faults(&http, &origins[0], r#"{"cpu_report_floor": 0.9}"#).await;
     let hot = addrs[0].to_string();
     let why = testkit::wait_until(
         "the hot origin in tier 1 or above on its cpu points",
