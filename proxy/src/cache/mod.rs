@@ -129,6 +129,14 @@ pub enum ReadError {
     Io(std::io::Error),
 }
 
+/// What `SliceRead::ready` found.
+pub struct Ready {
+    /// Bytes that can be read now.
+    pub len: u64,
+    /// They were not in the page cache (read from disk first).
+    pub cold: bool,
+}
+
 /// One slice's bytes, from a stored file or one being filled.
 pub struct SliceRead {
     file: Arc<File>,
@@ -149,40 +157,31 @@ impl SliceRead {
         }
     }
 
-    /// Reads body bytes from `at` into `buf`, waiting for a fill to write
-    /// them. The read is a plain `pread`: from the page cache it takes
-    /// microseconds, and a slice file is read in at most 64 KiB steps
-    /// (as nginx reads its cache without `aio threads`).
-    pub async fn read(&mut self, at: u64, buf: &mut [u8]) -> Result<usize, ReadError> {
-        let ready = self.ready(at).await?;
-        let n = buf.len().min(ready as usize);
-        self.file
-            .read_exact_at(&mut buf[..n], self.body_offset + at)
-            .map_err(ReadError::Io)?;
-        Ok(n)
-    }
-
-    /// How many body bytes from `at` are in the file, waiting for a fill
-    /// to write some; 0: none past `at` (the body's end).
-    pub async fn ready(&mut self, at: u64) -> Result<u64, ReadError> {
+    /// Body bytes from `at`, at most `max`, that can be read or sent now
+    /// without waiting for the disk: it waits for a fill to write some,
+    /// and reads a cold range into the page cache on the blocking pool
+    /// first (`residency.rs`), so no runtime thread waits for the disk.
+    /// A length of 0: none past `at` (the body's end).
+    pub async fn ready(&mut self, at: u64, max: u64) -> Result<Ready, ReadError> {
         let available = match &mut self.follow {
             Some(f) => f.available(at).await.map_err(|Broken| ReadError::Broken)?,
             None => self.len,
         };
-        Ok(available.saturating_sub(at))
+        let len = available.saturating_sub(at).min(max);
+        let offset = self.body_offset + at;
+        let cold = !residency::resident(&self.file, offset, len);
+        if cold {
+            residency::warm(self.file.clone(), offset, len)
+                .await
+                .map_err(ReadError::Io)?;
+        }
+        Ok(Ready { len, cold })
     }
 
-    /// Makes body bytes `at..at + len` resident in the page cache, read
-    /// on the blocking pool if they are not (`residency.rs`), so that
-    /// sending or reading them does not wait for the disk on a runtime
-    /// thread. True: they were cold.
-    pub async fn make_resident(&self, at: u64, len: u64) -> std::io::Result<bool> {
-        let offset = self.body_offset + at;
-        if residency::resident(&self.file, offset, len) {
-            return Ok(false);
-        }
-        residency::warm(self.file.clone(), offset, len).await?;
-        Ok(true)
+    /// Reads body bytes from `at` into `buf`, all of them `ready` (a
+    /// `pread` from the page cache, as nginx reads its cache).
+    pub fn read_ready(&self, at: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        self.file.read_exact_at(buf, self.body_offset + at)
     }
 
     /// The slice's file and the offset of body byte `at` in it (for

@@ -17,7 +17,7 @@ use crate::cache::{
     self, Cache, CacheStatus, Entry, Head, Joined, ObjectHash, ReadError, SliceId, SliceRead,
 };
 use crate::config::Config;
-use crate::direct_socket::SendFileError;
+use crate::direct_socket::{DirectSocket, SendFileError};
 use cdn_types::range::{evaluate, Outcome};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::Session;
@@ -358,9 +358,19 @@ impl MediaPath {
             if let Some(mut read) = read {
                 self.metrics.media_slices.inc();
                 let copied = match body.direct() {
-                    Some(_) => {
-                        send_cached(body, &mut read, slice_start, &mut pos, until, &self.metrics)
-                            .await
+                    Some(socket) => {
+                        let from = pos;
+                        let sent = send_cached(
+                            socket,
+                            &mut read,
+                            slice_start,
+                            &mut pos,
+                            until,
+                            &self.metrics,
+                        )
+                        .await;
+                        body.sent_direct(pos - from);
+                        sent
                     }
                     None => {
                         copy_cached(
@@ -446,26 +456,12 @@ async fn copy_cached(
         if buf.capacity() > 2 * pace_size {
             buf.shrink_to(pace_size);
         }
-        let ready = read
-            .ready(*pos - slice_start)
-            .await
-            .map_err(|_| Copy::Cache)?;
-        resident(
-            read,
-            *pos - slice_start,
-            (size as u64).min(ready) as usize,
-            metrics,
-        )
-        .await?;
-        let n = match read.read(*pos - slice_start, buf).await {
-            Ok(n) if n > 0 => n,
-            Ok(_) | Err(ReadError::Broken) => return Err(Copy::Cache),
-            Err(ReadError::Io(e)) => {
-                tracing::warn!("cache: a slice file could not be read, fetching instead: {e}");
-                metrics.cache_errors.inc();
-                return Err(Copy::Cache);
-            }
-        };
+        let n = ready(read, *pos - slice_start, size as u64, metrics).await? as usize;
+        if let Err(e) = read.read_ready(*pos - slice_start, &mut buf[..n]) {
+            tracing::warn!("cache: a slice file could not be read, fetching instead: {e}");
+            metrics.cache_errors.inc();
+            return Err(Copy::Cache);
+        }
         body.write(session, &buf[..n]).await.map_err(Copy::Client)?;
         pace.wrote(n, std::time::Instant::now());
         *pos += n as u64;
@@ -479,7 +475,7 @@ async fn copy_cached(
 /// `slice_start` with `sendfile`, as a fill writes them: no buffer of ours,
 /// the client's socket paces it.
 async fn send_cached(
-    body: &mut ClientBody,
+    socket: &DirectSocket,
     read: &mut SliceRead,
     slice_start: u64,
     pos: &mut u64,
@@ -488,15 +484,9 @@ async fn send_cached(
 ) -> Result<(), Copy> {
     while *pos <= until {
         let at = *pos - slice_start;
-        let ready = match read.ready(at).await {
-            Ok(n) if n > 0 => n,
-            Ok(_) | Err(ReadError::Broken) | Err(ReadError::Io(_)) => return Err(Copy::Cache),
-        };
-        let len = ready.min(until - *pos + 1) as usize;
-        resident(read, at, len, metrics).await?;
+        let len = ready(read, at, until - *pos + 1, metrics).await?;
         let (file, offset) = read.file_at(at);
-        let socket = body.direct().expect("sending past Pingora");
-        let n = match socket.send_file(file, offset, len).await {
+        let n = match socket.send_file(file, offset, len as usize).await {
             Ok(n) if n > 0 => n,
             Ok(_) => return Err(Copy::Cache),
             Err(SendFileError::Client(e)) => {
@@ -510,7 +500,6 @@ async fn send_cached(
                 return Err(Copy::Cache);
             }
         };
-        body.sent_direct(n);
         *pos += n as u64;
         metrics.total_bytes.inc_by(n as u64);
         metrics.cache_client_bytes.inc_by(n as u64);
@@ -519,21 +508,24 @@ async fn send_cached(
     Ok(())
 }
 
-/// Brings bytes `at..at + len` of a slice into the page cache off the
-/// runtime thread if they are not there (counted as a cold read).
-async fn resident(
-    read: &SliceRead,
+/// How many bytes of a slice from `at` (at most `max`, at least one) can
+/// be read or sent now, off the disk (a cold range is counted); a fill
+/// that gave up, the body's end or a disk error: fetch the rest instead.
+async fn ready(
+    read: &mut SliceRead,
     at: u64,
-    len: usize,
+    max: u64,
     metrics: &crate::metrics::Metrics,
-) -> Result<(), Copy> {
-    match read.make_resident(at, len as u64).await {
-        Ok(false) => Ok(()),
-        Ok(true) => {
-            metrics.cache_cold_reads.inc();
-            Ok(())
+) -> Result<u64, Copy> {
+    match read.ready(at, max).await {
+        Ok(r) if r.len > 0 => {
+            if r.cold {
+                metrics.cache_cold_reads.inc();
+            }
+            Ok(r.len)
         }
-        Err(e) => {
+        Ok(_) | Err(ReadError::Broken) => Err(Copy::Cache),
+        Err(ReadError::Io(e)) => {
             tracing::warn!("cache: a slice file could not be read, fetching instead: {e}");
             metrics.cache_errors.inc();
             Err(Copy::Cache)

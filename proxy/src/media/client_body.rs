@@ -56,8 +56,8 @@ impl ClientBody {
     }
 
     /// Counts `n` bytes sent on `direct()`.
-    pub fn sent_direct(&mut self, n: usize) {
-        self.direct_bytes += n as u64;
+    pub fn sent_direct(&mut self, n: u64) {
+        self.direct_bytes += n;
     }
 
     /// Writes body bytes to the client: straight from the caller's buffer
