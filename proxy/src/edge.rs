@@ -507,6 +507,10 @@ impl ProxyHttp for Edge {
             self.metrics.no_origin.inc();
         }
         if code > 0 && session.response_written().is_none() {
+            // Pingora closes the connection after a failed proxy attempt
+            // (its reuse follows the origin side's); say so, or a client
+            // reusing it races the close and sees a reset on its next request.
+            session.set_keepalive(None);
             let id = ctx.config.request_id_name.as_ref().and_then(|name| {
                 let v = session.req_header().headers.get(name)?.to_str().ok()?;
                 Some((name.as_str(), v.to_owned()))

@@ -181,6 +181,8 @@ async fn each_route_is_served_by_its_own_pool_of_origins() {
     )
     .await;
     assert!(gone.headers().get("x-served-by").is_none());
+    // The edge closes the connection after a failed attempt, and says so.
+    assert_eq!(gone.headers()["connection"], "close");
     let r = http
         .get(format!("{}/videos/sub/nested.mp4", edge.url()))
         .send()
