@@ -45,6 +45,7 @@ e2e-deps: web-deps ## install what the browser and Prometheus tests need (Chromi
 test: test-local test-docker ## run every test: test-local, then test-docker
 
 test-local: deps e2e-deps ## unit, integration (real processes on 127.0.0.1), browser, Prometheus and deployment-file tests
+	@scripts/ensure-packages.sh fincore:util-linux
 	$(CARGO) test --workspace --all-targets
 	cd e2e && node --test --test-concurrency=1
 	@$(MAKE) --no-print-directory test-k8s

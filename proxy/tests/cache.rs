@@ -747,14 +747,33 @@ async fn hits_to_plain_http1_clients_are_sent_from_their_files_by_the_kernel() {
 }
 
 /// Syncs and evicts every file under `dir` from the page cache.
-fn evict(dir: &Path) {
-    for entry in walkdir::WalkDir::new(dir).into_iter().flatten() {
-        if entry.file_type().is_file() {
-            let f = std::fs::File::open(entry.path()).unwrap();
+async fn evict(dir: &Path) {
+    let files: Vec<_> = walkdir::WalkDir::new(dir)
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.into_path())
+        .collect();
+    // The kernel may keep a page a moment (still on a CPU's LRU batch):
+    // evict again until util-linux's `fincore` sees none resident.
+    testkit::wait_until("the cache files evicted", Duration::from_secs(10), || {
+        for path in &files {
+            let f = std::fs::File::open(path).unwrap();
             f.sync_all().unwrap();
             rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed).unwrap();
         }
-    }
+        let out = std::process::Command::new("fincore")
+            .args(["--bytes", "--noheadings", "--output", "RES"])
+            .args(&files)
+            .output()
+            .expect("fincore (util-linux) runs");
+        let resident = String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .map(|n| n.parse::<u64>().unwrap())
+            .sum::<u64>();
+        std::future::ready((out.status.success() && resident == 0).then_some(()))
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -794,7 +813,7 @@ async fn cold_hits_are_read_from_disk_off_the_request_threads() {
             "all warm"
         );
         // Out of the page cache: every slice read comes from the disk.
-        evict(cache.path());
+        evict(cache.path()).await;
         let r = get(Some("bytes=70000-1000000")).await.unwrap();
         assert_eq!(r.headers()["x-cache"], "HIT");
         assert!(r.bytes().await.unwrap() == media.clip[70000..=1_000_000]);
